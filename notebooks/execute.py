@@ -1,0 +1,30 @@
+"""Run a notebook top to bottom with nbclient and save it with its outputs.
+
+    python notebooks/execute.py notebooks/vgg.ipynb [OUTPUT.ipynb]
+
+Without OUTPUT the notebook is rewritten in place.  Set VGG_QUICK=1 for the
+quick mode the tests use.
+"""
+import os
+import sys
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def execute(path: str, output: str, timeout: int = -1) -> nbformat.NotebookNode:
+    """Execute ``path`` in its own folder; write the result to ``output``; return it."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=None if timeout < 0 else timeout, kernel_name='python3',
+                            resources={'metadata': {'path': os.path.dirname(os.path.abspath(path))}})
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, output)
+    return nb
+
+
+if __name__ == '__main__':
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__)
+    execute(sys.argv[1], sys.argv[-1])

@@ -1,0 +1,354 @@
+"""Fashion-MNIST: finding, verifying, downloading and batching it.
+
+The dataset is kept in memory as one uint8 array per split (47 MB for the
+training set).  Batches are cut from it by index, converted to float32 in
+[0, 1] and resized as a whole batch with one bilinear operator, which gives
+gluonbook's images (per-image OpenCV resize, then ToTensor) to within one
+grey level without a worker pool.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import nd
+
+TEXT_LABELS = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat',
+               'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot']
+
+SPLITS = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
+FILE_NAMES = [name for pair in SPLITS.values() for name in pair]
+
+# md5 of Zalando's official gzip files (the release's README).
+OFFICIAL_MD5 = {
+    'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
+    'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+    't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79',
+    't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310',
+}
+# sha1 of MXNet's mirror copies (the ones gluon.data.vision.FashionMNIST checks).
+MXNET_MIRROR_SHA1 = {
+    'train-images-idx3-ubyte.gz': '0cf37b0d40ed5169c6b3aba31069a9770ac9043d',
+    'train-labels-idx1-ubyte.gz': '236021d52f1e40852b06a4c3008d8de8aef1e40b',
+    't10k-images-idx3-ubyte.gz': '626ed6a7c06dd17c0eec72fa3be1740f146a2863',
+    't10k-labels-idx1-ubyte.gz': '17f9ab60e7257a1620f4ad76bbbaf857c3920701',
+}
+DEFAULT_MIRROR = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+DATA_DIR_ENV = 'VGG_DATA_DIR'
+MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
+
+_IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
+_NUM_CLASSES = 10
+
+
+class DataError(ValueError):
+    """A Fashion-MNIST file is missing, corrupt or not what it claims to be."""
+
+
+def candidate_dirs(root: Optional[str] = None) -> List[str]:
+    """Where the data is looked for, in order: ``root``, ``$VGG_DATA_DIR``, gluon's usual place."""
+    mxnet_home = os.environ.get('MXNET_HOME', os.path.join('~', '.mxnet'))
+    dirs = [root, os.environ.get(DATA_DIR_ENV),
+            os.path.join(mxnet_home, 'datasets', 'fashion-mnist')]
+    return [os.path.abspath(os.path.expanduser(d)) for d in dirs if d]
+
+
+def _find_file(directory: str, name: str) -> Optional[str]:
+    for candidate in (name + '.gz', name):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def find_files(root: Optional[str] = None) -> Optional[Dict[str, str]]:
+    """Paths of the four files in the first candidate directory that holds them all, else None."""
+    for directory in candidate_dirs(root):
+        paths = {name: _find_file(directory, name) for name in FILE_NAMES}
+        if all(paths.values()):
+            return paths
+    return None
+
+
+def _file_digest(path: str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_bytes(path: str) -> bytes:
+    if not path.endswith('.gz'):
+        with open(path, 'rb') as f:
+            return f.read()
+    try:
+        with gzip.open(path, 'rb') as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise DataError(f'{path}: not a complete gzip file ({err}); '
+                        'delete it and download it again') from None
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read one IDX file (gzip or raw) of Fashion-MNIST images or labels, checking its structure.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 images of shape (N, 28, 28) or uint8 labels of shape (N,).
+
+    Raises
+    ------
+    DataError
+        If the magic number, the sizes or the labels are wrong, or the file is truncated.
+    """
+    data = _read_bytes(path)
+    if len(data) < 8:
+        raise DataError(f'{path}: too short to be an IDX file ({len(data)} bytes)')
+    magic, count = struct.unpack('>II', data[:8])
+    if magic == _IMAGE_MAGIC:
+        if len(data) < 16:
+            raise DataError(f'{path}: image header is truncated')
+        rows, cols = struct.unpack('>II', data[8:16])
+        if (rows, cols) != (28, 28):
+            raise DataError(f'{path}: images are {rows}x{cols}, Fashion-MNIST images are 28x28')
+        expected, offset, shape = 16 + count * 784, 16, (count, 28, 28)
+    elif magic == _LABEL_MAGIC:
+        expected, offset, shape = 8 + count, 8, (count,)
+    else:
+        raise DataError(f'{path}: wrong magic number {magic} (expected {_IMAGE_MAGIC} for '
+                        f'images or {_LABEL_MAGIC} for labels); this is not a Fashion-MNIST IDX file')
+    if len(data) != expected:
+        raise DataError(f'{path}: header says {count} items ({expected} bytes) '
+                        f'but the data has {len(data)} bytes; the file is truncated or corrupt')
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+    if magic == _LABEL_MAGIC and count and array.max() >= _NUM_CLASSES:
+        raise DataError(f'{path}: label {int(array.max())} is outside 0..9')
+    return array
+
+
+def _check_split(paths: Tuple[str, str], images: np.ndarray, labels: np.ndarray) -> None:
+    if images.ndim != 3:
+        raise DataError(f'{paths[0]}: holds labels where images were expected')
+    if labels.ndim != 1:
+        raise DataError(f'{paths[1]}: holds images where labels were expected')
+    if len(images) != len(labels):
+        raise DataError(f'{paths[0]} has {len(images)} images but {paths[1]} has '
+                        f'{len(labels)} labels; the two files do not belong together')
+
+
+def load_arrays(root: Optional[str] = None, download: bool = True,
+                mirror: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Both splits as uint8 arrays: ``{'train': (images, labels), 'test': (images, labels)}``.
+
+    Looks in :func:`candidate_dirs`; if no directory holds all four files and
+    ``download`` is true, downloads them into the first candidate directory.
+    """
+    paths = find_files(root)
+    if paths is None:
+        if not download:
+            raise DataError(_missing_message(root, None, mirror))
+        paths = download_fashion_mnist(candidate_dirs(root)[0], mirror=mirror)
+    arrays = {}
+    for split, (image_name, label_name) in SPLITS.items():
+        pair = (paths[image_name], paths[label_name])
+        images, labels = read_idx(pair[0]), read_idx(pair[1])
+        _check_split(pair, images, labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def _missing_message(root: Optional[str], reason: Optional[str], mirror: Optional[str]) -> str:
+    dirs = candidate_dirs(root)
+    names = ', '.join(name + '.gz' for name in FILE_NAMES)
+    why = f' and downloading from {mirror or _mirror()} failed ({reason})' if reason else ''
+    return (f'Fashion-MNIST not found in {", ".join(dirs)}{why}. '
+            f'Put {names} into {dirs[0]} (or point {DATA_DIR_ENV} at the folder that has them)')
+
+
+def _mirror() -> str:
+    return os.environ.get(MIRROR_ENV, DEFAULT_MIRROR)
+
+
+def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
+                           md5s: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Download the missing gzip files into ``directory`` and verify their md5.
+
+    Each file is written to a temporary file in ``directory`` and renamed only
+    once its checksum matches, so no partial file is ever left behind.
+
+    Parameters
+    ----------
+    directory : str
+        Target folder (created if needed).
+    mirror : str, optional
+        Base URL; default ``$VGG_FASHION_MNIST_MIRROR`` or Zalando's official mirror.
+    md5s : dict, optional
+        Expected md5 per gzip file name; default the official release's.
+
+    Returns
+    -------
+    dict
+        Path of every file, keyed by name without ``.gz``.
+
+    Raises
+    ------
+    DataError
+        If the mirror cannot be reached or a file has the wrong checksum.
+    """
+    mirror = mirror or _mirror()
+    md5s = md5s or OFFICIAL_MD5
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise DataError(f'cannot create data directory {directory}: {err.strerror}') from None
+    paths = {}
+    for name in FILE_NAMES:
+        existing = _find_file(directory, name)
+        if existing:
+            paths[name] = existing
+            continue
+        target = os.path.join(directory, name + '.gz')
+        url = mirror.rstrip('/') + '/' + name + '.gz'
+        _download_verified(url, target, md5s[name + '.gz'], directory)
+        paths[name] = target
+    return paths
+
+
+def _download_verified(url: str, target: str, md5: str, directory: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(target), suffix='.part', dir=directory)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, 'wb') as out:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    for chunk in iter(lambda: response.read(1 << 20), b''):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, 'reason', err)
+                raise DataError(_missing_message(directory, f'{url}: {reason}', None)) from None
+        if digest.hexdigest() != md5:
+            raise DataError(f'{url}: md5 {digest.hexdigest()} does not match the expected {md5}; '
+                            'the download is corrupt or the mirror serves other files')
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def identify(path: str) -> str:
+    """Say where a data file comes from: 'official', 'mxnet-mirror' or 'unknown' (structure-checked)."""
+    name = os.path.basename(path)
+    if name in OFFICIAL_MD5 and _file_digest(path, 'md5') == OFFICIAL_MD5[name]:
+        return 'official'
+    if name in MXNET_MIRROR_SHA1 and _file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
+        return 'mxnet-mirror'
+    return 'unknown'
+
+
+class FashionMNISTIter:
+    """Batches of one split, cut from its uint8 array: ``(X, y)`` NDArrays per batch.
+
+    ``X`` is float32 of shape (batch, 1, resize, resize) in [0, 1] and ``y``
+    int32, like gluonbook's DataLoader; the last batch may be smaller.  The
+    order is reshuffled on every pass when ``shuffle`` is true.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 resize: Optional[int] = None, shuffle: bool = False,
+                 ctx: Optional[mx.Context] = None, seed: Optional[int] = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
+        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
+                                   or resize < 1):
+            raise ValueError(f'resize must be a positive integer or None, got {resize!r}')
+        self.images, self.labels = images, labels
+        self.batch_size, self.resize, self.shuffle = batch_size, resize, shuffle
+        self.ctx = ctx or mx.cpu()
+        self._rng = np.random.RandomState(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[Tuple[nd.NDArray, nd.NDArray]]:
+        count = len(self.labels)
+        order = self._rng.permutation(count) if self.shuffle else None
+        for start in range(0, count, self.batch_size):
+            index = slice(start, start + self.batch_size) if order is None else \
+                np.sort(order[start:start + self.batch_size])
+            yield self.transform(self.images[index]), \
+                nd.array(self.labels[index], ctx=self.ctx, dtype='int32')
+
+    def transform(self, images: np.ndarray) -> nd.NDArray:
+        """uint8 (N, 28, 28) images to float32 (N, 1, resize, resize) in [0, 1] on ``ctx``."""
+        X = nd.array(images[:, None], ctx=self.ctx, dtype='uint8').astype('float32')
+        if self.resize and self.resize != X.shape[-1]:
+            # Half-pixel centres (align_corners=False) are OpenCV's convention,
+            # which gluon's transforms.Resize uses.
+            X = nd.contrib.BilinearResize2D(X, height=self.resize, width=self.resize,
+                                            align_corners=False)
+        return X / 255
+
+
+def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
+                            root: Optional[str] = None, *, ctx: Optional[mx.Context] = None,
+                            max_samples: Optional[int] = None, seed: Optional[int] = None,
+                            download: bool = True) -> Tuple[FashionMNISTIter, FashionMNISTIter]:
+    """Fashion-MNIST as ``(train_iter, test_iter)`` with gluonbook's semantics.
+
+    Parameters
+    ----------
+    batch_size : int
+        Images per batch.
+    resize : int, optional
+        Height and width after bilinear resizing; None keeps 28x28.
+    root : str, optional
+        Folder with the four files; then ``$VGG_DATA_DIR``, then
+        ``$MXNET_HOME/datasets/fashion-mnist``.  Missing files are downloaded.
+    ctx : mxnet.Context, optional
+        Where batches are built and resized (default the CPU).
+    max_samples : int, optional
+        Use only the first ``max_samples`` images of each split (quick runs).
+    seed : int, optional
+        Seed of the training set's shuffling.
+    download : bool
+        Whether missing files may be downloaded.
+
+    Returns
+    -------
+    (FashionMNISTIter, FashionMNISTIter)
+        Shuffled training batches and unshuffled test batches.
+    """
+    arrays = load_arrays(root, download=download)
+    if max_samples is not None and (isinstance(max_samples, bool)
+                                    or not isinstance(max_samples, int) or max_samples < 1):
+        raise ValueError(f'max_samples must be a positive integer or None, got {max_samples!r}')
+    iters = []
+    for split in ('train', 'test'):
+        images, labels = (a[:max_samples] for a in arrays[split])
+        iters.append(FashionMNISTIter(images, labels, batch_size, resize,
+                                      shuffle=split == 'train', ctx=ctx, seed=seed))
+    return iters[0], iters[1]
+
+
+def get_fashion_mnist_labels(labels: Sequence[int]) -> List[str]:
+    """Class names for numeric labels."""
+    return [TEXT_LABELS[int(i)] for i in labels]

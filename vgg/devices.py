@@ -1,0 +1,72 @@
+"""Choosing where to compute: GPUs when they work, else the CPU."""
+from __future__ import annotations
+
+from typing import List
+
+import mxnet as mx
+from mxnet import nd
+
+_MAX_GPUS = 16
+
+
+def _gpu_works(index: int) -> bool:
+    try:
+        nd.zeros((1,), ctx=mx.gpu(index)).wait_to_read()
+    except mx.base.MXNetError:
+        return False
+    return True
+
+
+def try_gpu() -> mx.Context:
+    """``mx.gpu(0)`` if a GPU can hold an array, else ``mx.cpu()`` (gluonbook's behaviour)."""
+    return mx.gpu(0) if _gpu_works(0) else mx.cpu()
+
+
+def try_all_gpus() -> List[mx.Context]:
+    """Every working GPU in order, or ``[mx.cpu()]`` when there is none (gluonbook's behaviour)."""
+    ctxs = []
+    for index in range(_MAX_GPUS):
+        if not _gpu_works(index):
+            break
+        ctxs.append(mx.gpu(index))
+    return ctxs or [mx.cpu()]
+
+
+def parse_ctx(spec: str) -> List[mx.Context]:
+    """Parse a device spec: 'auto', 'cpu', 'gpu', 'gpu:0,1' or 'cpu:0,1' (several CPU contexts).
+
+    'auto' is :func:`try_gpu`; 'gpu' is :func:`try_all_gpus` but fails when no GPU works.
+
+    Raises
+    ------
+    ValueError
+        If the spec is malformed or names a GPU that does not work.
+    """
+    text = spec.strip().lower()
+    if text == 'auto':
+        return [try_gpu()]
+    kind, _, indices = text.partition(':')
+    if kind not in ('cpu', 'gpu'):
+        raise ValueError(f"unknown device {spec!r}; use auto, cpu, gpu, gpu:0,1 or cpu:0,1")
+    if indices:
+        try:
+            ids = [int(i) for i in indices.split(',')]
+        except ValueError:
+            raise ValueError(f'device indices in {spec!r} must be integers, e.g. gpu:0,1') from None
+        if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+            raise ValueError(f'device indices in {spec!r} must be distinct and non-negative')
+    else:
+        ids = [0]
+    if kind == 'cpu':
+        return [mx.cpu(i) for i in ids]
+    if not indices:
+        ctxs = try_all_gpus()
+        if ctxs[0].device_type != 'gpu':
+            raise ValueError("no working GPU found for device 'gpu'; use --ctx cpu, "
+                             'or install an mxnet-cuXXX wheel that matches your CUDA')
+        return ctxs
+    broken = [i for i in ids if not _gpu_works(i)]
+    if broken:
+        raise ValueError(f'GPU {broken[0]} does not work (spec {spec!r}); check nvidia-smi '
+                         'and that an mxnet-cuXXX wheel is installed')
+    return [mx.gpu(i) for i in ids]

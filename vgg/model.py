@@ -1,0 +1,152 @@
+"""VGG blocks and networks, the paper's configurations, and channel narrowing.
+
+A ``conv_arch`` is a tuple of ``(num_convs, num_channels)`` pairs, one per VGG
+block, exactly as the chapter writes it.  The four configurations of Table 1 of
+Simonyan & Zisserman (2014), "Very Deep Convolutional Networks for Large-Scale
+Image Recognition", are given in that form.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+from mxnet.gluon import nn
+
+ConvArch = Tuple[Tuple[int, int], ...]
+
+# Table 1 of the paper, column by column (A, B, D, E); the 1x1 convolutions of
+# configuration C are not expressible as (num_convs, num_channels) pairs.
+VGG11: ConvArch = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+VGG13: ConvArch = ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512))
+VGG16: ConvArch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+VGG19: ConvArch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+
+CONV_ARCHS = {'vgg11': VGG11, 'vgg13': VGG13, 'vgg16': VGG16, 'vgg19': VGG19}
+
+
+class _Sequential(nn.HybridSequential):
+    """A hybridizable Sequential that Gluon names ``sequentialN`` like ``nn.Sequential``.
+
+    The chapter prints ``blk.name`` for every block; keeping the book's names
+    while allowing ``hybridize()`` needs only a different naming alias.
+    """
+
+    def _alias(self) -> str:
+        return 'sequential'
+
+
+def vgg_block(num_convs: int, num_channels: int) -> nn.HybridSequential:
+    """One VGG block: ``num_convs`` 3x3 convolutions (padding 1, ReLU), then a 2x2 max-pool.
+
+    Parameters
+    ----------
+    num_convs : int
+        Number of convolution layers, at least 1.
+    num_channels : int
+        Output channels of every convolution in the block, at least 1.
+
+    Returns
+    -------
+    mxnet.gluon.nn.HybridSequential
+        The block; it halves the height and width of its input.
+    """
+    _check_positive_int('num_convs', num_convs)
+    _check_positive_int('num_channels', num_channels)
+    blk = _Sequential()
+    for _ in range(num_convs):
+        blk.add(nn.Conv2D(num_channels, kernel_size=3, padding=1, activation='relu'))
+    blk.add(nn.MaxPool2D(pool_size=2, strides=2))
+    return blk
+
+
+def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10) -> nn.HybridSequential:
+    """The VGG network of the chapter: one block per ``conv_arch`` entry, then the classifier.
+
+    The classifier is Dense(4096, relu), Dropout(0.5), Dense(4096, relu),
+    Dropout(0.5), Dense(num_outputs).
+
+    Parameters
+    ----------
+    conv_arch : sequence of (int, int)
+        ``(num_convs, num_channels)`` for every block, e.g. :data:`VGG11`.
+    num_outputs : int
+        Number of classes.
+
+    Returns
+    -------
+    mxnet.gluon.nn.HybridSequential
+        The uninitialised network; iterating over it yields its blocks and layers.
+    """
+    conv_arch = check_conv_arch(conv_arch)
+    _check_positive_int('num_outputs', num_outputs)
+    net = _Sequential()
+    for num_convs, num_channels in conv_arch:
+        net.add(vgg_block(num_convs, num_channels))
+    net.add(nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(num_outputs))
+    return net
+
+
+def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
+    """Divide every block's channel count by ``ratio`` (``int(c / ratio)``), as the chapter does.
+
+    Parameters
+    ----------
+    conv_arch : sequence of (int, int)
+        The configuration to narrow.
+    ratio : float
+        Positive divisor; the chapter uses 4.
+
+    Returns
+    -------
+    tuple of (int, int)
+        The narrowed configuration (the chapter's ``small_conv_arch`` for ratio 4).
+
+    Raises
+    ------
+    ValueError
+        If ``ratio`` is not positive or leaves a block with zero channels.
+    """
+    conv_arch = check_conv_arch(conv_arch)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+        raise ValueError(f'ratio must be a positive number, got {ratio!r}')
+    narrowed = tuple((num_convs, int(num_channels / ratio)) for num_convs, num_channels in conv_arch)
+    if any(num_channels == 0 for _, num_channels in narrowed):
+        smallest = min(num_channels for _, num_channels in conv_arch)
+        raise ValueError(f'ratio {ratio} leaves a block with 0 channels; '
+                         f'use a ratio of at most {smallest} for this architecture')
+    return narrowed
+
+
+def conv_arch_by_name(name: str) -> ConvArch:
+    """The paper's configuration called ``name`` ('vgg11', 'vgg13', 'vgg16' or 'vgg19')."""
+    try:
+        return CONV_ARCHS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f'unknown architecture {name!r}; choose one of '
+                         f'{", ".join(CONV_ARCHS)}') from None
+
+
+def min_input_size(conv_arch: Sequence[Tuple[int, int]]) -> int:
+    """The smallest height/width that survives every block's 2x2 pooling (2 ** number of blocks)."""
+    return 2 ** len(conv_arch)
+
+
+def check_conv_arch(conv_arch: Sequence[Tuple[int, int]]) -> ConvArch:
+    """Return ``conv_arch`` as a tuple of int pairs, or raise ValueError saying what is wrong."""
+    try:
+        pairs = tuple((num_convs, num_channels) for num_convs, num_channels in conv_arch)
+    except (TypeError, ValueError):
+        raise ValueError('conv_arch must be a sequence of (num_convs, num_channels) pairs, '
+                         f'got {conv_arch!r}') from None
+    if not pairs:
+        raise ValueError('conv_arch must hold at least one (num_convs, num_channels) pair')
+    for num_convs, num_channels in pairs:
+        _check_positive_int('num_convs', num_convs)
+        _check_positive_int('num_channels', num_channels)
+    return pairs
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be a positive integer, got {value!r}')

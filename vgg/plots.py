@@ -1,0 +1,58 @@
+"""Figures for the chapter: learning curves and predictions on test images."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from mxnet import gluon, nd
+
+from .data import get_fashion_mnist_labels
+
+
+def plot_history(history: Sequence[dict], title: Optional[str] = None):
+    """Loss and train/test accuracy per epoch, side by side; returns the matplotlib Figure."""
+    if not history:
+        raise ValueError('plot_history needs at least one epoch of history')
+    epochs = [h['epoch'] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(epochs, [h['loss'] for h in history], 'o-', label='train loss')
+    ax_loss.set_xlabel('epoch')
+    ax_loss.set_ylabel('loss')
+    ax_acc.plot(epochs, [h['train_acc'] for h in history], 'o-', label='train acc')
+    ax_acc.plot(epochs, [h['test_acc'] for h in history], 's--', label='test acc')
+    ax_acc.set_xlabel('epoch')
+    ax_acc.set_ylabel('accuracy')
+    for ax in (ax_loss, ax_acc):
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_predictions(net: gluon.Block, X: nd.NDArray, y: nd.NDArray, num_rows: int = 2,
+                     num_cols: int = 9, ctx=None):
+    """A grid of images titled 'predicted / true'; wrong predictions in red. Returns the Figure."""
+    count = min(num_rows * num_cols, X.shape[0])
+    if count == 0:
+        raise ValueError('show_predictions needs at least one image')
+    X = X[:count]
+    if ctx is not None:
+        X = X.as_in_context(ctx)
+    predicted = net(X).argmax(axis=1).asnumpy().astype(int)
+    true = y[:count].asnumpy().astype(int)
+    images = X[:, 0].asnumpy()
+    fig, axes = plt.subplots(num_rows, num_cols, figsize=(1.4 * num_cols, 1.7 * num_rows))
+    for ax, image, p, t, p_name, t_name in zip(
+            np.ravel(axes), images, predicted, true,
+            get_fashion_mnist_labels(predicted), get_fashion_mnist_labels(true)):
+        ax.imshow(image, cmap='gray')
+        ax.set_title(f'{p_name}\n{t_name}', fontsize=8, color='black' if p == t else 'red')
+        ax.axis('off')
+    for ax in np.ravel(axes)[count:]:
+        ax.axis('off')
+    fig.tight_layout()
+    return fig
