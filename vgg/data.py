@@ -293,7 +293,7 @@ class FashionMNISTIter:
         order = self._rng.permutation(count) if self.shuffle else None
         for start in range(0, count, self.batch_size):
             index = slice(start, start + self.batch_size) if order is None else \
-                np.sort(order[start:start + self.batch_size])
+                order[start:start + self.batch_size]
             yield self.transform(self.images[index]), \
                 nd.array(self.labels[index], ctx=self.ctx, dtype='int32')
 

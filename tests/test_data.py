@@ -1,0 +1,266 @@
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import nd
+from mxnet.gluon.data.vision import transforms
+
+from conftest import idx_bytes, synthetic_split, write_dataset
+from vgg.data import (FILE_NAMES, DataError, FashionMNISTIter, candidate_dirs, download_fashion_mnist,
+                      find_files, get_fashion_mnist_labels, identify, load_arrays,
+                      load_data_fashion_mnist, read_idx)
+
+
+def test_loads_synthetic_gzip_files(fashion_dir):
+    train_iter, test_iter = load_data_fashion_mnist(32, root=fashion_dir)
+    assert len(train_iter) == 3 and len(test_iter) == 2
+    X, y = next(iter(test_iter))
+    assert X.shape == (32, 1, 28, 28) and X.dtype == np.float32 and y.dtype == np.int32
+    assert 0 <= X.min().asscalar() and X.max().asscalar() <= 1
+    images, labels = synthetic_split(40, seed=1)
+    np.testing.assert_allclose(X.asnumpy()[:, 0], images[:32] / 255, atol=1e-6)
+    np.testing.assert_array_equal(y.asnumpy(), labels[:32])
+
+
+def test_loads_raw_idx_files(isolated_env):
+    write_dataset(isolated_env / 'raw', compress=False)
+    arrays = load_arrays(str(isolated_env / 'raw'), download=False)
+    assert arrays['train'][0].shape == (96, 28, 28) and arrays['test'][1].shape == (40,)
+
+
+def test_resize_matches_gluon_per_image_resize(fashion_dir):
+    _, test_iter = load_data_fashion_mnist(8, resize=96, root=fashion_dir)
+    X, _ = next(iter(test_iter))
+    assert X.shape == (8, 1, 96, 96)
+    images, _ = synthetic_split(40, seed=1)
+    chapter = transforms.Compose([transforms.Resize(96), transforms.ToTensor()])
+    expected = np.stack([chapter(nd.array(img[:, :, None], dtype='uint8')).asnumpy()
+                         for img in images[:8]])
+    # OpenCV rounds its uint8 result; the batch resize keeps float32, so they
+    # differ by less than one grey level.
+    assert np.abs(X.asnumpy() - expected).max() < 1 / 255
+
+
+def test_train_is_shuffled_each_pass_and_test_is_not(fashion_dir):
+    train_iter, test_iter = load_data_fashion_mnist(96, root=fashion_dir, seed=3)
+    first, second = [next(iter(train_iter))[1].asnumpy() for _ in range(2)]
+    labels = synthetic_split(96, seed=0)[1]
+    assert sorted(first) == sorted(labels) and not np.array_equal(first, second)
+    t1, t2 = [np.concatenate([y.asnumpy() for _, y in test_iter]) for _ in range(2)]
+    np.testing.assert_array_equal(t1, t2)
+
+
+def test_last_partial_batch_is_kept(fashion_dir):
+    train_iter, _ = load_data_fashion_mnist(40, root=fashion_dir)
+    sizes = [X.shape[0] for X, _ in train_iter]
+    assert sizes == [40, 40, 16] and train_iter.num_examples == 96
+
+
+def test_max_samples(fashion_dir):
+    train_iter, test_iter = load_data_fashion_mnist(10, root=fashion_dir, max_samples=25)
+    assert train_iter.num_examples == 25 and test_iter.num_examples == 25
+    with pytest.raises(ValueError, match='max_samples'):
+        load_data_fashion_mnist(10, root=fashion_dir, max_samples=0)
+
+
+@pytest.mark.parametrize('kwargs,match', [({'batch_size': 0}, 'batch_size'),
+                                          ({'batch_size': 2.5}, 'batch_size'),
+                                          ({'batch_size': 4, 'resize': 0}, 'resize')])
+def test_bad_batching_arguments(fashion_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_data_fashion_mnist(root=fashion_dir, **kwargs)
+
+
+def test_search_order(isolated_env, monkeypatch):
+    env_dir, root_dir = isolated_env / 'env', isolated_env / 'root'
+    write_dataset(env_dir)
+    monkeypatch.setenv('VGG_DATA_DIR', str(env_dir))
+    assert find_files(str(root_dir))['train-images-idx3-ubyte'].startswith(str(env_dir))
+    write_dataset(root_dir)
+    assert find_files(str(root_dir))['train-images-idx3-ubyte'].startswith(str(root_dir))
+    monkeypatch.delenv('VGG_DATA_DIR')
+    home = isolated_env / 'mxnet-home' / 'datasets' / 'fashion-mnist'
+    write_dataset(home)
+    assert find_files(None)['t10k-labels-idx1-ubyte'].startswith(str(home))
+    assert candidate_dirs(None) == [str(home)]
+
+
+def _corrupt(path, how):
+    data = gzip.open(path).read()
+    if how == 'truncated-gzip':
+        raw = open(path, 'rb').read()
+        open(path, 'wb').write(raw[:len(raw) // 2])
+        return
+    if how == 'magic':
+        data = b'\x00\x00\x08\x04' + data[4:]
+    elif how == 'short':
+        data = data[:-100]
+    with gzip.open(path, 'wb') as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize('name,how,match', [
+    ('train-images-idx3-ubyte.gz', 'truncated-gzip', 'not a complete gzip file'),
+    ('train-images-idx3-ubyte.gz', 'magic', 'wrong magic number 2052'),
+    ('t10k-images-idx3-ubyte.gz', 'short', 'truncated or corrupt'),
+])
+def test_bad_files_name_the_file_and_the_problem(fashion_dir, name, how, match):
+    path = os.path.join(fashion_dir, name)
+    _corrupt(path, how)
+    with pytest.raises(DataError, match=match) as info:
+        load_data_fashion_mnist(8, root=fashion_dir)
+    assert path in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def _rewrite(directory, name, array):
+    with gzip.open(os.path.join(directory, name + '.gz'), 'wb') as f:
+        f.write(idx_bytes(array))
+
+
+def test_count_mismatch(fashion_dir):
+    _rewrite(fashion_dir, 'train-labels-idx1-ubyte', np.zeros(95, np.uint8))
+    with pytest.raises(DataError, match='96 images but .*95 labels'):
+        load_arrays(fashion_dir, download=False)
+
+
+def test_label_out_of_range(fashion_dir):
+    _rewrite(fashion_dir, 't10k-labels-idx1-ubyte', np.full(40, 10, np.uint8))
+    with pytest.raises(DataError, match=r'label 10 is outside 0\.\.9'):
+        load_arrays(fashion_dir, download=False)
+
+
+def test_wrong_image_size(tmp_path):
+    path = tmp_path / 'images'
+    path.write_bytes(b'\x00\x00\x08\x03' + (1).to_bytes(4, 'big') + (32).to_bytes(4, 'big') * 2
+                     + bytes(1024))
+    with pytest.raises(DataError, match='32x32'):
+        read_idx(str(path))
+
+
+def test_swapped_files(fashion_dir):
+    a = os.path.join(fashion_dir, 'train-images-idx3-ubyte.gz')
+    b = os.path.join(fashion_dir, 'train-labels-idx1-ubyte.gz')
+    tmp = a + '.tmp'
+    os.rename(a, tmp)
+    os.rename(b, a)
+    os.rename(tmp, b)
+    with pytest.raises(DataError, match='holds labels where images were expected'):
+        load_arrays(fashion_dir, download=False)
+
+
+def test_missing_files_offline_says_what_to_put_where(isolated_env):
+    target = isolated_env / 'nowhere'
+    with pytest.raises(DataError) as info:
+        load_data_fashion_mnist(8, root=str(target), download=False)
+    message = str(info.value)
+    assert str(target) in message and 'train-images-idx3-ubyte.gz' in message
+    assert 't10k-labels-idx1-ubyte.gz' in message and 'VGG_DATA_DIR' in message
+
+
+class _Server:
+    """Serve a folder over HTTP on 127.0.0.1 in a thread."""
+
+    def __init__(self, directory):
+        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(directory), **k)
+        http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/'
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _md5s(directory):
+    return {name + '.gz': hashlib.md5(open(os.path.join(directory, name + '.gz'), 'rb').read())
+            .hexdigest() for name in FILE_NAMES}
+
+
+def test_download_from_a_local_mirror(isolated_env):
+    mirror = isolated_env / 'mirror'
+    write_dataset(mirror)
+    target = isolated_env / 'downloaded'
+    with _Server(mirror) as server:
+        paths = download_fashion_mnist(str(target), mirror=server.url, md5s=_md5s(mirror))
+    assert sorted(os.listdir(target)) == sorted(n + '.gz' for n in FILE_NAMES)
+    assert all(os.path.dirname(p) == str(target) for p in paths.values())
+    assert read_idx(paths['train-images-idx3-ubyte']).shape == (96, 28, 28)
+
+
+def test_loader_downloads_through_the_mirror_variable(isolated_env, monkeypatch):
+    mirror = isolated_env / 'mirror'
+    write_dataset(mirror)
+    with _Server(mirror) as server:
+        monkeypatch.setenv('VGG_FASHION_MNIST_MIRROR', server.url)
+        monkeypatch.setattr('vgg.data.OFFICIAL_MD5', _md5s(mirror))
+        train_iter, _ = load_data_fashion_mnist(16, root=str(isolated_env / 'fresh'))
+    assert train_iter.num_examples == 96
+
+
+def test_download_with_wrong_checksum_leaves_nothing(isolated_env):
+    mirror = isolated_env / 'mirror'
+    write_dataset(mirror)
+    md5s = _md5s(mirror)
+    md5s['t10k-images-idx3-ubyte.gz'] = '0' * 32
+    target = isolated_env / 'downloaded'
+    with _Server(mirror) as server, pytest.raises(DataError, match='md5 .* does not match'):
+        download_fashion_mnist(str(target), mirror=server.url, md5s=md5s)
+    assert 't10k-images-idx3-ubyte.gz' not in os.listdir(target)
+    assert not [n for n in os.listdir(target) if n.endswith('.part')]
+
+
+def test_unreachable_mirror_is_one_clear_error(isolated_env):
+    mirror = isolated_env / 'empty-mirror'
+    mirror.mkdir()
+    target = isolated_env / 'downloaded'
+    with _Server(mirror) as server, pytest.raises(DataError) as info:
+        download_fashion_mnist(str(target), mirror=server.url)
+    assert 'download' in str(info.value) and 'train-images-idx3-ubyte.gz' in str(info.value)
+    assert os.listdir(target) == []
+
+
+def test_identify_unknown_file(fashion_dir):
+    assert identify(os.path.join(fashion_dir, 'train-images-idx3-ubyte.gz')) == 'unknown'
+
+
+def test_ctx_placement(fashion_dir):
+    _, test_iter = load_data_fashion_mnist(8, root=fashion_dir, ctx=mx.cpu(1))
+    X, y = next(iter(test_iter))
+    assert X.context == mx.cpu(1) and y.context == mx.cpu(1)
+
+
+def test_labels_to_names():
+    assert get_fashion_mnist_labels([0, 9, 5]) == ['t-shirt', 'ankle boot', 'sandal']
+
+
+def test_real_files(real_data_dir, tmp_path):
+    for name in FILE_NAMES:
+        assert identify(os.path.join(real_data_dir, name + '.gz')) == 'official'
+    train_iter, test_iter = load_data_fashion_mnist(256, resize=64, root=real_data_dir)
+    assert train_iter.num_examples == 60000 and test_iter.num_examples == 10000
+    X, y = next(iter(test_iter))
+    assert X.shape == (256, 1, 64, 64)
+    # The test set is balanced: 1000 images of each class.
+    counts = np.bincount(test_iter.labels, minlength=10)
+    assert counts.tolist() == [1000] * 10
+    # Uncompressed copies of the same files load the same.
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    for name in FILE_NAMES:
+        with gzip.open(os.path.join(real_data_dir, name + '.gz')) as src, open(raw / name, 'wb') as dst:
+            shutil.copyfileobj(src, dst)
+    arrays = load_arrays(str(raw), download=False)
+    np.testing.assert_array_equal(arrays['test'][0], test_iter.images)

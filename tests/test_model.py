@@ -1,0 +1,121 @@
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import nd
+from mxnet.gluon import nn
+
+from vgg.model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, check_conv_arch,
+                       conv_arch_by_name, min_input_size, narrow, vgg, vgg_block)
+
+
+def count_params(net, input_shape):
+    net.initialize()
+    net(nd.zeros(input_shape))
+    return sum(int(np.prod(p.shape)) for p in net.collect_params().values())
+
+
+def test_vgg_block_layers_and_shape():
+    blk = vgg_block(2, 8)
+    layers = list(blk)
+    assert [type(l) for l in layers] == [nn.Conv2D, nn.Conv2D, nn.MaxPool2D]
+    for conv in layers[:2]:
+        assert conv._kwargs['kernel'] == (3, 3) and conv._kwargs['pad'] == (1, 1)
+        assert conv.act.name.endswith('relu') or 'relu' in str(conv.act)
+    pool = layers[2]
+    assert pool._kwargs['kernel'] == (2, 2) and pool._kwargs['stride'] == (2, 2)
+    blk.initialize()
+    assert blk(nd.ones((3, 5, 10, 10))).shape == (3, 8, 5, 5)
+
+
+def test_vgg11_chapter_shapes_and_names(capsys):
+    net = vgg(VGG11, 1000)
+    net.initialize()
+    X = nd.random.uniform(shape=(1, 1, 224, 224))
+    shapes, names = [], []
+    for blk in net:
+        X = blk(X)
+        print(blk.name, 'output shape:\t', X.shape)
+        shapes.append(X.shape)
+        names.append(blk.name)
+    assert shapes == [(1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14),
+                      (1, 512, 7, 7), (1, 4096), (1, 4096), (1, 4096), (1, 4096), (1, 1000)]
+    assert all(n.startswith('sequential') for n in names[:5])
+    assert [n.rstrip('0123456789') for n in names[5:]] == ['dense', 'dropout', 'dense', 'dropout',
+                                                          'dense']
+    assert 'output shape:\t (1, 64, 112, 112)' in capsys.readouterr().out
+
+
+def test_classifier_layers():
+    layers = list(vgg(((1, 4),), 7))[1:]
+    assert [type(l) for l in layers] == [nn.Dense, nn.Dropout, nn.Dense, nn.Dropout, nn.Dense]
+    assert layers[0]._units == 4096 and layers[2]._units == 4096 and layers[4]._units == 7
+    assert layers[1]._rate == 0.5 and layers[3]._rate == 0.5
+
+
+def test_hybridized_network_gives_same_output():
+    net = vgg(narrow(VGG11, 16), 10)
+    net.initialize(mx.init.Xavier())
+    X = nd.random.uniform(shape=(2, 1, 32, 32))
+    expected = net(X).asnumpy()
+    net.hybridize(static_alloc=True, static_shape=True)
+    np.testing.assert_allclose(net(X).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_paper_configurations_have_8_10_13_16_conv_layers():
+    depths = [sum(n for n, _ in arch) for arch in (VGG11, VGG13, VGG16, VGG19)]
+    assert depths == [8, 10, 13, 16]
+    assert CONV_ARCHS == {'vgg11': VGG11, 'vgg13': VGG13, 'vgg16': VGG16, 'vgg19': VGG19}
+
+
+@pytest.mark.parametrize('name,expected', [('vgg11', 132_863_336), ('vgg13', 133_047_848),
+                                           ('vgg16', 138_357_544), ('vgg19', 143_667_240)])
+def test_parameter_counts_match_the_paper(name, expected):
+    assert count_params(vgg(conv_arch_by_name(name), 1000), (1, 3, 224, 224)) == expected
+
+
+def test_narrow_is_the_chapters_small_conv_arch():
+    assert narrow(VGG11, 4) == ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128))
+    assert narrow(VGG11, 3) == tuple((n, int(c / 3)) for n, c in VGG11)
+    assert narrow([[1, 10]], 2.5) == ((1, 4),)
+
+
+@pytest.mark.parametrize('ratio', [0, -1, 'four', None, True])
+def test_narrow_rejects_non_positive_ratios(ratio):
+    with pytest.raises(ValueError, match='ratio'):
+        narrow(VGG11, ratio)
+
+
+def test_narrow_too_far_says_the_largest_ratio():
+    with pytest.raises(ValueError, match='0 channels.*at most 64'):
+        narrow(VGG11, 65)
+
+
+@pytest.mark.parametrize('conv_arch', [(), ((0, 4),), ((1, 0),), ((1, 2.5),), 5, ((1, 2, 3),)])
+def test_bad_conv_arch_is_a_clear_error(conv_arch):
+    with pytest.raises(ValueError, match='conv_arch|num_convs|num_channels'):
+        vgg(conv_arch, 10)
+
+
+@pytest.mark.parametrize('args', [(0, 4), (1, -2), (2.0, 4)])
+def test_bad_block_arguments(args):
+    with pytest.raises(ValueError, match='positive integer'):
+        vgg_block(*args)
+
+
+def test_bad_num_outputs():
+    with pytest.raises(ValueError, match='num_outputs'):
+        vgg(VGG11, 0)
+
+
+def test_conv_arch_by_name():
+    assert conv_arch_by_name('VGG16') is VGG16
+    with pytest.raises(ValueError, match="unknown architecture 'vgg12'.*vgg11"):
+        conv_arch_by_name('vgg12')
+
+
+def test_min_input_size_and_check():
+    assert min_input_size(VGG11) == 32
+    assert check_conv_arch([[1, 2], (3, 4)]) == ((1, 2), (3, 4))
+    net = vgg(narrow(VGG11, 16), 10)
+    net.initialize()
+    assert net(nd.zeros((1, 1, 32, 32))).shape == (1, 10)

@@ -1,0 +1,135 @@
+import re
+
+import gluonbook as gb
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon, init, nd
+from mxnet.gluon import nn
+
+from conftest import synthetic_split
+from vgg.data import FashionMNISTIter
+from vgg.model import vgg
+from vgg.training import evaluate_accuracy, split_batch, train
+
+LINE = re.compile(r'epoch (\d+), loss (\d+\.\d{4}), train acc (\d\.\d{3}), test acc (\d\.\d{3}), '
+                  r'time \d+\.\d sec')
+
+
+def small_cnn():
+    """A small dropout-free network: the same updates whatever the random state."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, kernel_size=5, activation='relu'), nn.MaxPool2D(2, 2),
+            nn.Dense(32, activation='relu'), nn.Dense(10))
+    return net
+
+
+def synthetic_batches(num, batch_size, seed):
+    images, labels = synthetic_split(num, seed)
+    X = nd.array(images[:, None] / 255, dtype='float32')
+    y = nd.array(labels, dtype='int32')
+    return [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, num, batch_size)]
+
+
+def twin_networks(tmp_path, ctx=mx.cpu()):
+    """Two copies of ``small_cnn`` with identical initial parameters."""
+    first = small_cnn()
+    first.initialize(init.Xavier(), ctx=ctx)
+    first(nd.zeros((1, 1, 28, 28), ctx=ctx))
+    first.save_parameters(str(tmp_path / 'init.params'))
+    second = small_cnn()
+    second.load_parameters(str(tmp_path / 'init.params'), ctx=ctx)
+    return first, second
+
+
+def sgd(net, lr=0.1):
+    return gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': lr})
+
+
+def test_same_numbers_as_gluonbook_train(tmp_path, capsys):
+    train_batches, test_batches = synthetic_batches(192, 32, 0), synthetic_batches(64, 32, 1)
+    net_book, net_ours = twin_networks(tmp_path)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    gb.train(train_batches, test_batches, net_book, loss, sgd(net_book), mx.cpu(), 2)
+    book_lines = capsys.readouterr().out.splitlines()
+    history = train(train_batches, test_batches, net_ours, loss, sgd(net_ours), mx.cpu(), 2,
+                    progress=False)
+    our_lines = capsys.readouterr().out.splitlines()
+    assert book_lines[0] == our_lines[0] == 'training on cpu(0)'
+    assert len(our_lines) == 3 and all(LINE.fullmatch(line) for line in our_lines[1:])
+    for book, ours, stats in zip(book_lines[1:], our_lines[1:], history):
+        assert LINE.fullmatch(book).groups() == LINE.fullmatch(ours).groups()
+        assert '%.4f' % stats['loss'] == LINE.fullmatch(book).group(2)
+    for p_book, p_ours in zip(net_book.collect_params().values(),
+                              net_ours.collect_params().values()):
+        np.testing.assert_allclose(p_book.data().asnumpy(), p_ours.data().asnumpy(),
+                                   rtol=1e-5, atol=1e-6)
+    assert evaluate_accuracy(test_batches, net_ours) == pytest.approx(
+        gb.evaluate_accuracy(test_batches, net_book))
+
+
+def test_history_fields_and_loss_falls(fashion_dir, capsys):
+    images, labels = synthetic_split(256, seed=0)
+    train_iter = FashionMNISTIter(images, labels, 32, shuffle=True, seed=0)
+    test_iter = FashionMNISTIter(*synthetic_split(64, seed=1), 32)
+    net = vgg(((1, 8), (1, 16)), 10)
+    net.initialize(init.Xavier())
+    net.hybridize(static_alloc=True, static_shape=True)
+    mx.random.seed(0)
+    history = train(train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
+                    sgd(net, 0.05), mx.cpu(), 6, progress=False)
+    assert [h['epoch'] for h in history] == list(range(1, 7))
+    assert set(history[0]) == {'epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec'}
+    assert history[-1]['loss'] < 0.5 * history[0]['loss']
+    assert history[-1]['test_acc'] > 0.5
+    assert all(h['images_per_sec'] > 0 and h['time'] > 0 for h in history)
+    assert len(capsys.readouterr().out.splitlines()) == 7
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    batches = synthetic_batches(64, 32, 0)
+    net = small_cnn()
+    net.initialize()
+    train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net), mx.cpu(), 1)
+    captured = capsys.readouterr()
+    assert 'epoch 1' in captured.err and LINE.fullmatch(captured.out.splitlines()[1])
+
+
+def test_two_contexts_equal_one(tmp_path, capsys):
+    batches = synthetic_batches(64, 64, 0)
+    net_one, _ = twin_networks(tmp_path)
+    net_two = small_cnn()
+    net_two.load_parameters(str(tmp_path / 'init.params'), ctx=[mx.cpu(0), mx.cpu(1)])
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    h_one = train(batches, batches, net_one, loss, sgd(net_one), mx.cpu(), 1, progress=False)
+    h_two = train(batches, batches, net_two, loss, sgd(net_two), [mx.cpu(0), mx.cpu(1)], 1,
+                  progress=False)
+    assert capsys.readouterr().out.splitlines()[2] == 'training on [cpu(0), cpu(1)]'
+    assert h_one[0]['loss'] == pytest.approx(h_two[0]['loss'], rel=1e-5)
+    assert h_one[0]['test_acc'] == h_two[0]['test_acc']
+    for p_one, p_two in zip(net_one.collect_params().values(), net_two.collect_params().values()):
+        for ctx in (mx.cpu(0), mx.cpu(1)):
+            np.testing.assert_allclose(p_one.data().asnumpy(), p_two.data(ctx).asnumpy(),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_split_batch_handles_uneven_batches():
+    X, y = nd.ones((5, 1, 4, 4)), nd.array([1, 2, 3, 4, 5], dtype='int32')
+    Xs, ys = split_batch(X, y, [mx.cpu(0), mx.cpu(1)])
+    assert [x.shape[0] for x in Xs] == [3, 2] and ys[1].dtype == np.float32
+
+
+def test_diverging_loss_stops_with_a_clear_error():
+    batches = synthetic_batches(64, 32, 0)
+    net = small_cnn()
+    net.initialize(init.Xavier())
+    with pytest.raises(FloatingPointError, match='epoch 1.*lower the learning rate'):
+        train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net, 1e30),
+              mx.cpu(), 1, progress=False)
+
+
+def test_evaluate_accuracy_empty_iterator():
+    net = small_cnn()
+    net.initialize()
+    with pytest.raises(ValueError, match='empty'):
+        evaluate_accuracy([], net)
