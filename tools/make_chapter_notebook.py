@@ -16,9 +16,10 @@ import platform
 # 测试时设置 VGG_QUICK=1：只用几百张图、小尺寸、训练 1 轮，几秒钟跑完整本笔记本。
 QUICK = os.environ.get('VGG_QUICK') == '1'
 
-from mxnet import gluon, init, nd
+# 先导入 vgg 再导入 mxnet：vgg 会在 MXNet 加载前把 OpenMP 线程数设为 CPU 核数。
 from vgg import (VGG11, load_data_fashion_mnist, narrow, plot_history, show_predictions,
-                 train, try_gpu, vgg, vgg_block)"""),
+                 train, try_gpu, vgg, vgg_block)
+from mxnet import gluon, init, nd"""),
     new_markdown_cell("""## VGG 块
 
 `vgg_block(num_convs, num_channels)` 依次放 `num_convs` 个填充为 1 的 3×3 卷积层（激活函数为 ReLU），

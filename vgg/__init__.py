@@ -1,10 +1,16 @@
 """vgg: a companion library to the VGG chapter of the Gluon deep-learning book."""
 import os as _os
+import sys as _sys
 
 # MXNet's OpenMP runtime reads OMP_NUM_THREADS once, when libmxnet loads, and
 # without it uses only half the cores (it assumes hyper-threading): on a
 # 2-core machine that halves training speed.  Set it before MXNet is imported.
-_os.environ.setdefault('OMP_NUM_THREADS', str(_os.cpu_count() or 1))
+if 'OMP_NUM_THREADS' not in _os.environ:
+    if 'mxnet' in _sys.modules:
+        import warnings as _warnings
+        _warnings.warn('mxnet was imported before vgg, so it uses only half of the CPU cores; '
+                       'import vgg first or set OMP_NUM_THREADS', RuntimeWarning, stacklevel=2)
+    _os.environ['OMP_NUM_THREADS'] = str(_os.cpu_count() or 1)
 
 from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E402
                    load_data_fashion_mnist)
@@ -12,6 +18,7 @@ from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, conv_arch_by_name,  # noqa: E402
                     narrow, vgg, vgg_block)
 from .plots import plot_history, show_predictions  # noqa: E402
+from .summary import LayerRow, Summary, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 
 __version__ = '0.1.0'
@@ -19,4 +26,4 @@ __version__ = '0.1.0'
 __all__ = ['DataError', 'TEXT_LABELS', 'get_fashion_mnist_labels', 'load_data_fashion_mnist',
            'parse_ctx', 'try_all_gpus', 'try_gpu', 'CONV_ARCHS', 'VGG11', 'VGG13', 'VGG16',
            'VGG19', 'conv_arch_by_name', 'narrow', 'vgg', 'vgg_block', 'plot_history',
-           'show_predictions', 'evaluate_accuracy', 'train']
+           'show_predictions', 'LayerRow', 'Summary', 'summary', 'evaluate_accuracy', 'train']
