@@ -1,0 +1,60 @@
+"""Every notebook runs top to bottom (quick mode); the committed chapter notebook holds a real run."""
+import json
+import os
+import re
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import REPO
+
+NOTEBOOKS = os.path.join(REPO, 'notebooks')
+EPOCH_LINE = re.compile(r'epoch (\d+), loss \d+\.\d{4}, train acc \d\.\d{3}, test acc (\d\.\d{3}), '
+                        r'time \d+\.\d sec')
+
+
+@pytest.fixture(scope='module')
+def kernel_name(tmp_path_factory):
+    """A kernelspec that runs this very interpreter, whatever other kernels are installed."""
+    root = tmp_path_factory.mktemp('jupyter')
+    spec_dir = root / 'kernels' / 'vgg-test'
+    spec_dir.mkdir(parents=True)
+    (spec_dir / 'kernel.json').write_text(json.dumps({
+        'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+        'display_name': 'vgg tests', 'language': 'python'}))
+    old = os.environ.get('JUPYTER_PATH')
+    os.environ['JUPYTER_PATH'] = str(root)
+    yield 'vgg-test'
+    if old is None:
+        del os.environ['JUPYTER_PATH']
+    else:
+        os.environ['JUPYTER_PATH'] = old
+
+
+def stream_text(nb):
+    return '\n'.join(out.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+                     for out in cell.get('outputs', []) if out.get('output_type') == 'stream')
+
+
+def run_quick(name, kernel_name, data_dir, monkeypatch):
+    monkeypatch.setenv('VGG_QUICK', '1')
+    monkeypatch.setenv('VGG_DATA_DIR', data_dir)
+    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name=kernel_name,
+                   resources={'metadata': {'path': NOTEBOOKS}}).execute()
+    return nb
+
+
+def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch):
+    before = os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb'))
+    nb = run_quick('vgg.ipynb', kernel_name, real_data_dir, monkeypatch)
+    text = stream_text(nb)
+    assert 'output shape:\t (1, 64, 112, 112)' in text and 'output shape:\t (1, 1000)' in text
+    assert 'training on' in text and EPOCH_LINE.search(text)
+    assert re.search(r'epoch 1: [\d.]+ sec, [\d.]+ training images/sec', text)
+    images = [out for cell in nb.cells if cell.cell_type == 'code' for out in cell.outputs
+              if 'image/png' in out.get('data', {})]
+    assert len(images) == 2  # learning curves and the prediction grid
+    assert os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb')) == before
