@@ -119,3 +119,18 @@ def test_min_input_size_and_check():
     net = vgg(narrow(VGG11, 16), 10)
     net.initialize()
     assert net(nd.zeros((1, 1, 32, 32))).shape == (1, 10)
+
+
+def test_alexnet_shapes_match_the_book():
+    from vgg.model import alexnet
+    net = alexnet(10)
+    net.initialize()
+    X = nd.zeros((1, 1, 224, 224))
+    shapes = []
+    for layer in net:
+        X = layer(X)
+        shapes.append(X.shape)
+    assert shapes[:8] == [(1, 96, 54, 54), (1, 96, 26, 26), (1, 256, 26, 26), (1, 256, 12, 12),
+                          (1, 384, 12, 12), (1, 384, 12, 12), (1, 256, 12, 12), (1, 256, 5, 5)]
+    assert shapes[-1] == (1, 10)
+    assert sum(int(np.prod(p.shape)) for p in net.collect_params().values()) == 46_764_746

@@ -87,6 +87,38 @@ def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10) -> nn.Hybri
     return net
 
 
+def alexnet(num_outputs: int = 10) -> nn.HybridSequential:
+    """The book's AlexNet (224x224 input), for comparing its cost with VGG's.
+
+    Five convolutions (96 11x11 stride 4; 256 5x5; 384, 384, 256 3x3), three
+    3x3 stride-2 max-pools, and the same classifier as :func:`vgg`.
+
+    Parameters
+    ----------
+    num_outputs : int
+        Number of classes.
+
+    Returns
+    -------
+    mxnet.gluon.nn.HybridSequential
+        The uninitialised network.
+    """
+    _check_positive_int('num_outputs', num_outputs)
+    net = _Sequential()
+    net.add(nn.Conv2D(96, kernel_size=11, strides=4, activation='relu'),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nn.Conv2D(256, kernel_size=5, padding=2, activation='relu'),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nn.Conv2D(384, kernel_size=3, padding=1, activation='relu'),
+            nn.Conv2D(384, kernel_size=3, padding=1, activation='relu'),
+            nn.Conv2D(256, kernel_size=3, padding=1, activation='relu'),
+            nn.MaxPool2D(pool_size=3, strides=2),
+            nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
+            nn.Dense(num_outputs))
+    return net
+
+
 def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
     """Divide every block's channel count by ``ratio`` (``int(c / ratio)``), as the chapter does.
 

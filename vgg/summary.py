@@ -299,3 +299,73 @@ def _format_shape(shape: Sequence[int]) -> str:
 
 def _format_mb(num_bytes: int) -> str:
     return f'{num_bytes / _BYTES_PER_MB:,.2f}'
+
+
+def measure_step(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = None,
+                 repeat: int = 3) -> Dict[str, Optional[float]]:
+    """Time one training step's forward and backward pass and its peak memory.
+
+    The network must be initialised.  One untimed step comes first (MXNet
+    allocates and plans on the first call); then ``repeat`` timed steps, of
+    which the median is reported.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.Block
+        An initialised network.
+    input_shape : sequence of int
+        Batch shape, e.g. ``(16, 1, 224, 224)``.
+    ctx : mxnet.Context, optional
+        Where to run (default the CPU).
+    repeat : int
+        Timed steps.
+
+    Returns
+    -------
+    dict
+        ``seconds`` (median forward+backward time per batch) and ``peak_bytes``:
+        on a GPU the device memory in use at the end of the steps, on Linux
+        CPUs the growth of the process's peak resident memory over one step,
+        elsewhere None.
+    """
+    import statistics
+    import time
+
+    ctx = ctx or mx.cpu()
+    x = nd.random.uniform(shape=_check_shape(input_shape), ctx=ctx)
+
+    def step() -> float:
+        start = time.perf_counter()
+        with autograd.record():
+            out = net(x)
+        out.backward()
+        nd.waitall()
+        return time.perf_counter() - start
+
+    step()
+    baseline = _reset_peak_rss()
+    first = step()
+    peak = _peak_rss() - baseline if baseline is not None else None
+    seconds = statistics.median([first] + [step() for _ in range(repeat - 1)])
+    if ctx.device_type == 'gpu':
+        free, total = mx.context.gpu_memory_info(ctx.device_id)
+        peak = total - free
+    return {'seconds': seconds, 'peak_bytes': peak}
+
+
+def _peak_rss() -> int:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+    raise OSError('no VmHWM line in /proc/self/status')
+
+
+def _reset_peak_rss() -> Optional[int]:
+    """Reset Linux's peak-RSS mark to the current RSS and return it; None where unsupported."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as clear_refs:
+            clear_refs.write('5')
+        return _peak_rss()
+    except OSError:
+        return None
