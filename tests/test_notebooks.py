@@ -58,3 +58,11 @@ def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch):
               if 'image/png' in out.get('data', {})]
     assert len(images) == 2  # learning curves and the prediction grid
     assert os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb')) == before
+
+
+def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch):
+    nb = run_quick('vgg-exercises.ipynb', kernel_name, real_data_dir, monkeypatch)
+    text = stream_text(nb)
+    assert 'Total' in text and 'VGG-11 / AlexNet: params' in text  # exercise 1's tables
+    assert re.search(r'VGG-16 \(D\)\s+138,357,544\s+138', text)  # exercise 3 against the paper
+    assert len(EPOCH_LINE.findall(text)) == 4  # two resizes, then VGG-11 and VGG-16

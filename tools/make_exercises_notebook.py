@@ -1,0 +1,116 @@
+"""Write notebooks/vgg-exercises.ipynb (cells only; run notebooks/execute.py to fill the outputs)."""
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+cells = [
+    new_markdown_cell("""# VGG 一节的练习：用实测数据回答
+
+章节末尾有三道练习。这里不凭印象作答，而是在本机上量出来：逐层的参数、乘加次数和激活内存，
+一步训练的实际耗时和内存峰值，以及不同输入尺寸、不同深度的真实训练结果。"""),
+    new_code_cell("""import os
+import platform
+
+QUICK = os.environ.get('VGG_QUICK') == '1'  # 测试用：小批量、小尺寸、少量样本
+
+from vgg import (VGG11, VGG13, VGG16, VGG19, load_data_fashion_mnist, narrow, summary, train,
+                 try_gpu, vgg)
+from vgg.model import alexnet
+from vgg.summary import measure_step
+import mxnet as mx
+from mxnet import gluon, init
+
+ctx = try_gpu()
+print('device:', ctx, '|', os.cpu_count(), 'CPU cores |', platform.machine())"""),
+    new_markdown_cell("""## 练习 1：为什么 VGG 比 AlexNet 慢得多、占内存多得多？
+
+下面两张表用 `vgg.summary` 逐层列出 VGG-11 和书中的 AlexNet（都是 224×224 的单通道输入、10 类输出）
+每层的输出形状、参数个数、乘加次数（每个样本）和输出所占内存（批量为 1）。"""),
+    new_code_cell("""vgg11_net = vgg(VGG11, 10)
+vgg11_net.initialize(ctx=ctx)
+vgg11_summary = summary(vgg11_net, (1, 1, 224, 224), ctx=ctx)
+print(vgg11_summary)"""),
+    new_code_cell("""alex_net = alexnet(10)
+alex_net.initialize(ctx=ctx)
+alex_summary = summary(alex_net, (1, 1, 224, 224), ctx=ctx)
+print(alex_summary)"""),
+    new_code_cell("""batch = 2 if QUICK else 16
+rows = []
+for name, net, s in (('AlexNet', alex_net, alex_summary), ('VGG-11', vgg11_net, vgg11_summary)):
+    m = measure_step(net, (batch, 1, 224, 224), ctx=ctx, repeat=2 if QUICK else 3)
+    rows.append((name, s.total_params, s.total_macs, s.total_activation_bytes, m))
+print('%-8s %12s %16s %14s %14s %16s' % ('net', 'params', 'MACs/example', 'act. MB/example',
+                                          'fwd+bwd s/batch', 'peak memory MB'))
+for name, params, macs, act, m in rows:
+    peak = '%.0f' % (m['peak_bytes'] / 1e6) if m['peak_bytes'] is not None else 'n/a'
+    print('%-8s %12s %16s %14.1f %14.2f %16s' % (name, f'{params:,}', f'{macs:,}', act / 1e6,
+                                               m['seconds'], peak))
+(_, p_a, mac_a, act_a, m_a), (_, p_v, mac_v, act_v, m_v) = rows
+print('VGG-11 / AlexNet: params %.1fx, MACs %.1fx, activations %.1fx, measured time %.1fx (batch %d)'
+      % (p_v / p_a, mac_v / mac_a, act_v / act_a, m_v['seconds'] / m_a['seconds'], batch))"""),
+    new_markdown_cell("""**结论（按上面的数字读）：** 两者的参数量同一数量级（主要都在第一个全连接层），但 VGG-11 的乘加次数和激活内存高出数倍。
+原因在于 AlexNet 第一层就用步幅 4 的 11×11 卷积把 224×224 缩成 54×54，此后都在小特征图上计算；
+VGG 则在 224×224 和 112×112 的全分辨率上做 3×3 卷积，每层输出都要留给反向传播使用，
+于是计算量和训练时需要保存的激活都大得多。实测的单步耗时比例与乘加次数的比例相符。"""),
+    new_markdown_cell("""## 练习 2：把 Fashion-MNIST 的图像放大到 96 而不是 224
+
+用同一个随机种子、同样的超参数，分别在 96×96 和 224×224 下训练 ratio=4 的 VGG-11 三轮，比较测试准确率和每轮耗时。"""),
+    new_code_cell("""def run(resize, num_epochs, max_samples=None, conv_arch=None, seed=0):
+    mx.random.seed(seed)
+    net = vgg(conv_arch or narrow(VGG11, 4), 10)
+    net.initialize(init.Xavier(), ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.05})
+    train_iter, test_iter = load_data_fashion_mnist(128, resize=resize, ctx=ctx,
+                                                    max_samples=max_samples, seed=seed)
+    return net, train(train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
+                      trainer, ctx, num_epochs)
+
+sizes = (32, 64) if QUICK else (96, 224)
+num_epochs, max_samples = (1, 256) if QUICK else (3, None)
+histories = {}
+for resize in sizes:
+    print('resize', resize)
+    net_r, histories[resize] = run(resize, num_epochs, max_samples)
+    first_dense = [layer for layer in net_r if isinstance(layer, gluon.nn.Dense)][0]
+    print('last feature map: 128 x %d x %d, first Dense layer weights: %s'
+          % (resize // 32, resize // 32, f'{first_dense.weight.shape[0] * first_dense.weight.shape[1]:,}'))"""),
+    new_code_cell("""print('%6s %10s %14s %16s' % ('resize', 'test acc', 'sec/epoch', 'train img/s'))
+for resize, history in histories.items():
+    print('%6d %10.3f %14.1f %16.1f' % (resize, history[-1]['test_acc'],
+                                        sum(h['time'] for h in history) / len(history),
+                                        sum(h['images_per_sec'] for h in history) / len(history)))"""),
+    new_markdown_cell("""**结论：** 输入为 96×96 时，经过 5 次减半，最后的特征图只有 3×3（224 时为 7×7），
+所以第一个全连接层的输入从 128×7×7=6272 降为 128×3×3=1152，权重少了约 5 倍；卷积部分的计算量与像素数成正比，
+约为 224 时的 (96/224)² ≈ 18%。准确率的对比见上表：Fashion-MNIST 原图只有 28×28，放大到 224 并没有带来新信息。"""),
+    new_markdown_cell("""## 练习 3：构造 VGG-16 和 VGG-19
+
+论文表 1 的配置 D、E 就是 `vgg.VGG16`、`vgg.VGG19`。下面先在 ImageNet 的设置下（3 通道 224×224、1000 类）
+数出参数量，与论文表 2 的数字（A 133M、B 133M、D 138M、E 144M）对照。"""),
+    new_code_cell("""paper = {'VGG-11 (A)': (VGG11, 133), 'VGG-13 (B)': (VGG13, 133),
+         'VGG-16 (D)': (VGG16, 138), 'VGG-19 (E)': (VGG19, 144)}
+print('%-11s %14s %10s %22s' % ('config', 'params', 'paper (M)', 'Fashion-MNIST ratio 4'))
+for name, (arch, paper_millions) in paper.items():
+    big = summary(vgg(arch, 1000), (1, 3, 224, 224)).total_params
+    small = summary(vgg(narrow(arch, 4), 10), (1, 1, 224, 224)).total_params
+    print('%-11s %14s %10d %22s' % (name, f'{big:,}', paper_millions, f'{small:,}'))"""),
+    new_code_cell("""net16 = vgg(VGG16, 10)
+net16.initialize()
+X = mx.nd.random.uniform(shape=(1, 1, 224, 224))
+for blk in net16:
+    X = blk(X)
+    print(blk.name, 'output shape:\\t', X.shape)"""),
+    new_markdown_cell("""再用一次短训练比较 ratio=4 的 VGG-16 与 VGG-11（96×96 输入，1 轮，同一随机种子）。"""),
+    new_code_cell("""short = {}
+resize, max_samples = (32, 256) if QUICK else (96, None)
+for name, arch in (('VGG-11', VGG11), ('VGG-16', VGG16)):
+    print(name)
+    _, short[name] = run(resize, 1, max_samples, conv_arch=narrow(arch, 4))
+for name, history in short.items():
+    print('%-7s test acc %.3f, %.1f sec, %.1f train img/s'
+          % (name, history[-1]['test_acc'], history[-1]['time'], history[-1]['images_per_sec']))"""),
+]
+
+nb = new_notebook(cells=cells, metadata={
+    'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
+    'language_info': {'name': 'python'}})
+nbformat.write(nb, 'notebooks/vgg-exercises.ipynb')
