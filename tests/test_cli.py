@@ -1,17 +1,15 @@
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from PIL import Image
 
-from conftest import REPO
+from cli_helpers import QUICK, make_run, run_cli
+from conftest import write_dataset
+from vgg.cli import COMMANDS, main
 
-
-def run_cli(*args, env=None):
-    full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, '-m', 'vgg', *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+EPOCH_LINE = re.compile(r'epoch (\d), loss (\d+\.\d{4}), train acc (\d\.\d{3}), '
+                        r'test acc (\d\.\d{3}), time \d+\.\d sec')
 
 
 def test_train_prints_the_chapter_lines(fashion_dir):
@@ -20,29 +18,159 @@ def test_train_prints_the_chapter_lines(fashion_dir):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == 'training on cpu(0)'
-    assert [re.fullmatch(r'epoch (\d), loss \d+\.\d{4}, train acc \d\.\d{3}, test acc \d\.\d{3}, '
-                         r'time \d+\.\d sec', line).group(1) for line in lines[1:]] == ['1', '2']
+    assert [EPOCH_LINE.fullmatch(line).group(1) for line in lines[1:]] == ['1', '2']
 
 
-@pytest.mark.parametrize('args,message', [
-    (['--arch', 'vgg12'], "invalid choice: 'vgg12'"),
-    (['--ratio', '100'], 'ratio 100.0 leaves a block with 0 channels; use a ratio of at most 64'),
-    (['--resize', '16'], '--resize 16 is too small: 5 pooling blocks need at least 32 pixels'),
-    (['--epochs', '0'], 'must be positive'),
-    (['--lr', '-1'], 'must be positive'),
-    (['--batch-size', 'x'], "'x' is not a number"),
-    (['--ctx', 'tpu'], "unknown device 'tpu'"),
-])
-def test_bad_input_is_one_line_and_exit_2(fashion_dir, args, message):
-    result = run_cli(*args, '--data-dir', fashion_dir)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert 'Traceback' not in result.stderr
-    assert len([l for l in result.stderr.splitlines() if l.startswith('vgg')]) == 1
+@pytest.mark.parametrize('command', [None] + sorted(COMMANDS))
+def test_help_of_every_command(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(([command] if command else []) + ['--help'])
+    assert stop.value.code == 0
+    assert 'usage: vgg' in capsys.readouterr().out
 
 
-def test_missing_data_offline(isolated_env):
-    result = run_cli('--data-dir', str(isolated_env / 'none'), '--resize', '32',
+def test_predict_help_states_the_colour_convention(capsys):
+    with pytest.raises(SystemExit):
+        main(['predict', '--help'])
+    assert 'light object on a black background' in ' '.join(capsys.readouterr().out.split())
+
+
+def test_summary_prints_the_table_and_totals():
+    result = run_cli('summary', '--arch', 'vgg11', '--ratio', '16', '--resize', '32')
+    assert result.returncode == 0, result.stderr
+    assert re.search(r'^Total +16,993,658 ', result.stdout, re.M)  # the Dense layers dominate
+    assert result.stdout.count('Conv2D') == 8 and 'Input shape: (1, 1, 32, 32)' in result.stdout
+
+
+def test_same_seed_same_first_epoch(fashion_dir):
+    """Two CPU runs with one seed print the same numbers; another seed other ones."""
+    lines = []
+    for seed in (3, 3, 4):
+        result = run_cli('train', *QUICK, '--epochs', '1', '--seed', seed, '--no-progress',
+                         '--data-dir', fashion_dir)
+        assert result.returncode == 0, result.stderr
+        lines.append(EPOCH_LINE.fullmatch(result.stdout.splitlines()[-1]).groups())
+    assert lines[0] == lines[1] and lines[2] != lines[0]
+
+
+# Bad inputs.  Each case's setup(tmp_path, data_dir) returns the values of the
+# placeholders in its arguments (and {tmp} is the test's folder).
+def _data(tmp, data):
+    return {'data': data}
+
+
+def _run(tmp, data, **settings):
+    return {'data': data, 'run': make_run(tmp / 'run', data_dir=data, **settings).path}
+
+
+def _damaged(kind, damage):
+    def setup(tmp, data):
+        places = _run(tmp, data)
+        damage(os.path.join(places['run'], 'checkpoints', f'epoch-0001.{kind}'))
+        return places
+    return setup
+
+
+def _truncate(path):
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _corrupt_config(tmp, data):
+    places = _run(tmp, data)
+    with open(os.path.join(places['run'], 'config.json'), 'w') as f:
+        f.write('{"arch": "vgg11", ')
+    return places
+
+
+def _truncated_data(tmp, data):
+    directory = tmp / 'truncated'
+    write_dataset(directory)
+    path = directory / 'train-images-idx3-ubyte.gz'
+    path.write_bytes(path.read_bytes()[:200])
+    return {'data': directory}
+
+
+def _file(tmp, data):
+    (tmp / 'file').write_text('not a folder')
+    return {'data': data, 'file': tmp / 'file'}
+
+
+def _run_and_image(tmp, data, done=1):
+    Image.new('L', (28, 28)).save(tmp / 'black.png')
+    return dict(_run(tmp, data, done=done), image=tmp / 'black.png')
+
+
+def _not_image(tmp, data):
+    (tmp / 'notes.png').write_text('not an image')
+    return dict(_run(tmp, data), image=tmp / 'notes.png')
+
+
+TRAIN = ['train', *QUICK, '--no-progress', '--data-dir', '{data}']
+BAD_INPUTS = [
+    ('arch', _data, TRAIN + ['--arch', 'vgg12'], "invalid choice: 'vgg12'"),
+    ('ratio', _data, TRAIN + ['--ratio', '100'],
+     'ratio 100.0 leaves a block with 0 channels; use a ratio of at most 64'),
+    ('resize', _data, TRAIN + ['--resize', '16'],
+     'resize 16 is too small: 5 pooling blocks need at least 32 pixels'),
+    ('summary-resize', _data, ['summary', '--resize', '8'], 'need at least 32 pixels'),
+    ('epochs', _data, TRAIN + ['--epochs', '0'], 'argument --epochs: must be positive, got 0'),
+    ('batch-size', _data, TRAIN + ['--batch-size', '-2'], 'must be positive, got -2'),
+    ('not-a-number', _data, TRAIN + ['--batch-size', 'x'], "'x' is not a number"),
+    ('lr', _data, TRAIN + ['--lr', '-1'], 'argument --lr: must be positive, got -1'),
+    ('lr-too-large', _data, TRAIN + ['--lr', '1e39'], 'lr 1e+39 is too large'),
+    ('ctx', _data, TRAIN + ['--ctx', 'tpu'], "unknown device 'tpu'"),
+    ('missing-data', _data, ['train', *QUICK, '--data-dir', '{data}/none'],
+     'Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz'),
+    ('truncated-data', _truncated_data, TRAIN,
+     'train-images-idx3-ubyte.gz: not a complete gzip file'),
+    ('diverging-loss', _data, TRAIN + ['--lr', '1e38', '--out', '{tmp}/diverged'],
+     re.compile(r'loss became (inf|nan) in epoch 1, batch \d+; lower the learning rate '
+                r'\(it is 1e\+38\); 0 of 3 epochs are saved')),
+    ('out-not-writable', _file, TRAIN + ['--out', '{file}/run'],
+     'cannot write to output directory {file}/run: Not a directory'),
+    ('run-exists', _run, TRAIN + ['--out', '{run}'],
+     'already holds a run (1 of 3 epochs done); continue it with --resume '
+     'or start it over with --force'),
+    ('resume-nothing', _data, TRAIN + ['--resume', '--out', '{data}/none'],
+     'holds no run (config.json is missing)'),
+    ('resume-without-out', _data, TRAIN + ['--resume'], '--resume needs --out DIR'),
+    ('resume-and-force', _data, TRAIN + ['--resume', '--force', '--out', '{data}'],
+     'not allowed with argument'),
+    ('resume-conflict', _run, TRAIN + ['--resume', '--out', '{run}', '--batch-size', '64'],
+     "--batch-size 64 conflicts with the run's batch_size 32"),
+    ('resume-fewer-epochs', lambda tmp, data: _run(tmp, data, done=2),
+     ['train', '--resume', '--out', '{run}', '--epochs', '1'],
+     'epochs 1 is fewer than the 2 epochs already done'),
+    ('truncated-states', _damaged('states', _truncate), ['train', '--resume', '--out', '{run}'],
+     'trainer state {run}/checkpoints/epoch-0001.states is truncated or corrupt'),
+    ('missing-checkpoint', _damaged('params', os.remove), ['evaluate', '{run}'],
+     'checkpoint {run}/checkpoints/epoch-0001.params is missing (metrics.jsonl records epoch 1 '
+     'as done)'),
+    ('truncated-checkpoint', _damaged('params', _truncate), ['evaluate', '{run}'],
+     'checkpoint {run}/checkpoints/epoch-0001.params is truncated or corrupt'),
+    ('mismatched-checkpoint', lambda tmp, data: _run(tmp, data, params_arch='vgg13'),
+     ['export', '{run}'], "does not fit the run's network (vgg11, ratio 16)"),
+    ('no-epoch-done', lambda tmp, data: _run_and_image(tmp, data, done=0),
+     ['predict', '{run}', '{image}'],
+     'has no completed epoch yet'),
+    ('corrupt-config', _corrupt_config, ['evaluate', '{run}'], 'config.json is corrupt'),
+    ('not-an-image', _not_image, ['predict', '{run}', '{image}'],
+     'notes.png: not an image that can be read (cannot identify image file'),
+    ('missing-image', _run, ['predict', '{run}', '{data}/none.png'],
+     'none.png: not an image that can be read (No such file or directory)'),
+]
+
+
+@pytest.mark.parametrize('setup,args,message', [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(fashion_dir, tmp_path, setup, args, message):
+    places = dict(setup(tmp_path, fashion_dir), tmp=tmp_path)
+    result = run_cli(*[arg.format(**places) for arg in args],
                      env={'VGG_FASHION_MNIST_MIRROR': 'http://127.0.0.1:9/'})
-    assert result.returncode == 2 and 'Traceback' not in result.stderr
-    assert 'Put train-images-idx3-ubyte.gz' in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('vgg')]
+    expected = message if isinstance(message, re.Pattern) else \
+        re.compile(re.escape(message.format(**places)))
+    assert len(errors) == 1 and expected.search(errors[0]), errors

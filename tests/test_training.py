@@ -133,3 +133,44 @@ def test_evaluate_accuracy_empty_iterator():
     net.initialize()
     with pytest.raises(ValueError, match='empty'):
         evaluate_accuracy([], net)
+
+
+class CountingBatches(list):
+    """A list of batches that counts how many batches were drawn from it."""
+
+    drawn = 0
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            self.drawn += 1
+            yield batch
+
+
+def test_non_finite_loss_stops_at_the_next_batch_naming_the_batch():
+    batches = CountingBatches(synthetic_batches(320, 32, 0))
+    cross_entropy = gluon.loss.SoftmaxCrossEntropyLoss()
+    calls = []
+
+    def loss_turning_nan_in_batch_3(y_hat, y):
+        calls.append(None)
+        return cross_entropy(y_hat, y) * (float('nan') if len(calls) == 3 else 1)
+    net = small_cnn()
+    net.initialize(init.Xavier())
+    with pytest.raises(FloatingPointError,
+                       match=r'loss became nan in epoch 1, batch 3; lower the learning rate '
+                             r'\(it is 0\.1\)'):
+        train(batches, batches, net, loss_turning_nan_in_batch_3, sgd(net), mx.cpu(), 1,
+              progress=False)
+    assert batches.drawn == 4  # checked one batch behind: no device sync per batch
+
+
+def test_start_epoch_numbers_on_and_on_epoch_end_sees_every_epoch(capsys):
+    batches = synthetic_batches(64, 32, 0)
+    net = small_cnn()
+    net.initialize(init.Xavier())
+    seen = []
+    history = train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net),
+                    mx.cpu(), 2, progress=False, start_epoch=3, on_epoch_end=seen.append)
+    assert [h['epoch'] for h in history] == [4, 5] and seen == history
+    assert [LINE.fullmatch(line).group(1) for line in capsys.readouterr().out.splitlines()[1:]] == \
+        ['4', '5']

@@ -14,16 +14,22 @@ if 'OMP_NUM_THREADS' not in _os.environ:
 
 from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E402
                    load_data_fashion_mnist)
+from .export import export_onnx, export_symbol  # noqa: E402
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
-from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, conv_arch_by_name,  # noqa: E402
-                    narrow, vgg, vgg_block)
+from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet,  # noqa: E402
+                    conv_arch_by_name, narrow, vgg, vgg_block)
+from .predict import confusion_matrix, plot_confusion, predict_probabilities, read_image  # noqa: E402
 from .plots import plot_history, show_predictions  # noqa: E402
-from .summary import LayerRow, Summary, summary  # noqa: E402
+from .runs import Run, RunConfig, atomic_write, build_net  # noqa: E402
+from .summary import LayerRow, Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 
 __version__ = '0.1.0'
 
 __all__ = ['DataError', 'TEXT_LABELS', 'get_fashion_mnist_labels', 'load_data_fashion_mnist',
-           'parse_ctx', 'try_all_gpus', 'try_gpu', 'CONV_ARCHS', 'VGG11', 'VGG13', 'VGG16',
-           'VGG19', 'conv_arch_by_name', 'narrow', 'vgg', 'vgg_block', 'plot_history',
-           'show_predictions', 'LayerRow', 'Summary', 'summary', 'evaluate_accuracy', 'train']
+           'export_onnx', 'export_symbol', 'parse_ctx', 'try_all_gpus', 'try_gpu',
+           'CONV_ARCHS', 'VGG11', 'VGG13', 'VGG16', 'VGG19', 'alexnet', 'conv_arch_by_name',
+           'narrow', 'vgg', 'vgg_block', 'confusion_matrix', 'plot_confusion',
+           'predict_probabilities', 'read_image', 'plot_history', 'show_predictions', 'Run',
+           'RunConfig', 'atomic_write', 'build_net', 'LayerRow', 'Summary', 'measure_step',
+           'summary', 'evaluate_accuracy', 'train']

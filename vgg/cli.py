@@ -1,25 +1,43 @@
-"""Command line: ``vgg train`` (the default) runs the chapter's training.
+"""Command line: ``vgg train`` (the default), ``summary``, ``evaluate``, ``predict``, ``export``,
+``launch``.
 
-Every expected failure (bad flag values, missing data, corrupt files) is one
-line on stderr and exit code 2.
+Every expected failure (bad flag values, missing data, corrupt files or
+checkpoints, a diverging loss) is one line on stderr and exit code 2; Ctrl-C
+is exit code 130.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import random
+import shlex
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
+import matplotlib
 import mxnet as mx
 import numpy as np
-from mxnet import gluon, init
+from mxnet import gluon
 
-from .data import DataError, load_data_fashion_mnist
+from .data import TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
-from .model import CONV_ARCHS, conv_arch_by_name, min_input_size, narrow, vgg
-from .training import train
+from .distributed import KVSTORES, Worker, join, make_trainer, train_worker
+from .export import export_onnx, export_symbol
+from .launcher import launch, read_hosts
+from .model import CONV_ARCHS
+from .predict import (confusion_matrix, plot_confusion, predict_probabilities, read_image,
+                      top_classes)
+from .runs import (CHANNELS, CONFIG, CONFUSION, EXPORT, NUM_CLASSES, Run, RunConfig, build_net,
+                   save_figure)
+from .summary import summary
 
-COMMANDS = ('train',)
+DEFAULTS = RunConfig()
+# Settings of a run that --resume takes from the run directory; epochs may grow.
+FIXED_ON_RESUME = ('arch', 'ratio', 'resize', 'batch_size', 'lr', 'seed', 'max_samples')
+INVERT_HELP = ('Fashion-MNIST shows a light object on a black background, and images are '
+               'used as they are: pass --invert for a dark object on a light background '
+               '(most photos)')
 
 
 def _positive(kind):
@@ -41,21 +59,128 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message}\n')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog='vgg', description='The VGG chapter of the Gluon book, from the command line.')
-    sub = parser.add_subparsers(dest='command', parser_class=_Parser)
-    p = sub.add_parser('train', help="train a VGG network on Fashion-MNIST (the chapter's settings by default)")
-    p.add_argument('--arch', default='vgg11', choices=sorted(CONV_ARCHS), help='configuration of the paper (default vgg11)')
-    p.add_argument('--ratio', type=_positive(float), default=4, help='divide every channel count by this (default 4)')
-    p.add_argument('--resize', type=_positive(int), default=224, help='image height and width (default 224)')
-    p.add_argument('--epochs', type=_positive(int), default=3, help='epochs (default 3)')
-    p.add_argument('--batch-size', type=_positive(int), default=128, help='batch size (default 128)')
-    p.add_argument('--lr', type=_positive(float), default=0.05, help='SGD learning rate (default 0.05)')
-    p.add_argument('--ctx', default='auto', help='auto, cpu, gpu, gpu:0,1 or cpu:0,1 (default auto)')
-    p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST files')
-    p.add_argument('--max-samples', type=_positive(int), default=None, help='use only the first N images of each split')
-    p.add_argument('--seed', type=int, default=None, help='seed MXNet, numpy and Python')
+def _add_net_flags(p: argparse.ArgumentParser, defaults: Optional[RunConfig]) -> None:
+    """--arch, --ratio, --resize; ``defaults`` None leaves them None when not given."""
+    def default(name: str):
+        return None if defaults is None else getattr(defaults, name)
+    p.add_argument('--arch', default=default('arch'), choices=sorted(CONV_ARCHS),
+                   help=f'configuration of the paper (default {DEFAULTS.arch})')
+    p.add_argument('--ratio', type=_positive(float), default=default('ratio'),
+                   help=f'divide every channel count by this (default {DEFAULTS.ratio})')
+    p.add_argument('--resize', type=_positive(int), default=default('resize'),
+                   help=f'image height and width (default {DEFAULTS.resize})')
+
+
+def _add_ctx_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--ctx', default='auto',
+                   help='auto, cpu, gpu, gpu:0,1 or cpu:0,1 (default auto)')
+
+
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument('run_dir', metavar='RUN_DIR', help='a run directory (vgg train --out RUN_DIR)')
+
+
+def _add_command(sub, name: str, text: str, details: str = '') -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=f'{text[0].upper()}{text[1:]}. {details}')
+
+
+def _add_train_parser(sub) -> None:
+    p = _add_command(sub, 'train', "train a VGG network on Fashion-MNIST (the chapter's settings "
+                     'by default)', "Prints the chapter's epoch lines. With --out, everything is "
+                     'saved after every epoch, and --resume continues from the last complete one.')
+    # Settings default to None here, so that --resume can tell which ones were given.
+    _add_net_flags(p, None)
+    p.add_argument('--epochs', type=_positive(int),
+                   help='epochs in all; with --resume, more than the run has extends it '
+                   f'(default {DEFAULTS.epochs})')
+    p.add_argument('--batch-size', type=_positive(int),
+                   help=f'batch size (default {DEFAULTS.batch_size})')
+    p.add_argument('--lr', type=_positive(float),
+                   help=f'SGD learning rate (default {DEFAULTS.lr})')
+    p.add_argument('--seed', type=int, help='seed MXNet, numpy, Python and the shuffling')
+    p.add_argument('--max-samples', type=_positive(int),
+                   help='use only the first N images of each split')
+    _add_ctx_flag(p)
+    p.add_argument('--kvstore', default='device', choices=KVSTORES,
+                   help='how gradients are summed: over the devices of --ctx (device, local), '
+                   'or over the workers of a job started by "vgg launch" as well '
+                   '(dist_sync, dist_device_sync; --batch-size is then the global batch, '
+                   'shared equally by the workers) (default device)')
+    p.add_argument('--data-dir', help='folder with the Fashion-MNIST files')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--out', metavar='DIR', help='run directory: configuration, metrics, '
+                   'learning curves and a checkpoint after every epoch')
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument('--resume', action='store_true', help='continue the run in --out from '
+                      'its last complete epoch, with its saved configuration')
+    mode.add_argument('--force', action='store_true', help='replace the run that --out holds')
+
+
+def _add_launch_parser(sub) -> None:
+    p = _add_command(sub, 'launch', "run a command as the workers of a distributed job, with "
+                     "MXNet's scheduler and parameter servers", 'Example: vgg launch -n 2 -s 1 -- '
+                     'vgg train --kvstore dist_sync --out runs/dist. Everything runs on this '
+                     'machine over 127.0.0.1 unless --hosts is given. When a process fails or '
+                     'the timeout passes, all are stopped and the failing one\'s last lines are '
+                     'shown; the exit code is then the failing process\'s (128 + N for signal N) '
+                     'or 124 for the timeout.')
+    p.add_argument('-n', '--num-workers', type=_positive(int), required=True,
+                   help='workers, each running COMMAND')
+    p.add_argument('-s', '--num-servers', type=_positive(int), default=1,
+                   help='parameter servers (default 1)')
+    p.add_argument('--hosts', metavar='FILE', help='IP addresses, one a line, to start the '
+                   'processes on through ssh: the scheduler on the first, servers and workers '
+                   'round-robin (every host needs this Python environment and folder)')
+    p.add_argument('--port', type=_positive(int), help='the scheduler\'s port (default a free '
+                   'one here; 9091 with --hosts)')
+    p.add_argument('--timeout', type=_positive(float), metavar='SEC',
+                   help='stop the whole job after SEC seconds (default none)')
+    p.add_argument('worker_command', nargs=argparse.REMAINDER, metavar='-- COMMAND ...',
+                   help='what every worker runs, e.g. vgg train --kvstore dist_sync ...')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vgg`` argument parser with its six commands."""
+    parser = _Parser(prog='vgg', description='The VGG chapter of the Gluon book, from the '
+                     'command line. Without a command, the flags are those of "vgg train".')
+    sub = parser.add_subparsers(dest='command', parser_class=_Parser)
+    _add_train_parser(sub)
+
+    p = _add_command(sub, 'summary', 'per-layer table of a configuration and its totals')
+    _add_net_flags(p, DEFAULTS)
+    p.add_argument('--num-outputs', type=_positive(int), default=NUM_CLASSES,
+                   help=f'classes (default {NUM_CLASSES})')
+    p.add_argument('--channels', type=_positive(int), default=CHANNELS,
+                   help=f'input channels (default {CHANNELS})')
+
+    p = _add_command(sub, 'evaluate', 'test accuracy, per-class accuracy and a confusion matrix '
+                     'of a trained run', f'The matrix is drawn into RUN_DIR/{CONFUSION}.')
+    _add_run_dir(p)
+    p.add_argument('--data-dir', help="folder with the Fashion-MNIST files (default the run's)")
+    p.add_argument('--max-samples', type=_positive(int),
+                   help="use the first N test images (default the run's setting)")
+    p.add_argument('--batch-size', type=_positive(int), default=256,
+                   help='batch size (default 256)')
+    _add_ctx_flag(p)
+
+    p = _add_command(sub, 'predict', 'class names and probabilities for image files',
+                     'PNG, JPEG, ...: any size, colour or grey. Each image is turned grey, padded '
+                     'to a square, resized to 28x28 like Fashion-MNIST, then resized like the '
+                     f"run's training images. {INVERT_HELP}.")
+    _add_run_dir(p)
+    p.add_argument('images', metavar='IMAGE', nargs='+', help='image files')
+    p.add_argument('--invert', action='store_true', help=INVERT_HELP)
+    p.add_argument('--top', type=_positive(int), default=3,
+                   help='classes shown per image (default 3)')
+    _add_ctx_flag(p)
+
+    p = _add_command(sub, 'export', 'write the trained network as MXNet symbol + parameters and '
+                     'as ONNX', f'Into RUN_DIR/{EXPORT}; each export is loaded back and must give '
+                     "the network's logits. ONNX needs onnx 1.18 (MXNet 1.9.1's exporter) and "
+                     'onnxruntime.')
+    _add_run_dir(p)
+    p.add_argument('--no-onnx', action='store_true', help='only the MXNet symbol and parameters')
+    _add_launch_parser(sub)
     return parser
 
 
@@ -66,36 +191,184 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def _given(args: argparse.Namespace) -> Dict[str, Any]:
+    return {name: getattr(args, name) for name in RunConfig.__dataclass_fields__
+            if getattr(args, name) is not None}
+
+
+def _resumed_config(run: Run, args: argparse.Namespace, write: bool = True) -> RunConfig:
+    config = run.config()
+    for name, value in _given(args).items():
+        if name in FIXED_ON_RESUME and value != getattr(config, name):
+            raise ValueError(f'--{name.replace("_", "-")} {value} conflicts with the run\'s '
+                             f'{name} {getattr(config, name)} ({run.file(CONFIG)}); '
+                             'drop the flag to resume, or start a new run')
+    if args.epochs is not None and args.epochs != config.epochs:
+        config = (run.set_epochs(args.epochs) if write
+                  else dataclasses.replace(config, epochs=args.epochs))
+    return config
+
+
+def _resume_command(run: Run, args: argparse.Namespace) -> str:
+    prog = ['vgg'] if os.path.basename(sys.argv[0]) == 'vgg' else [sys.executable, '-m', 'vgg']
+    ctx = [] if args.ctx == 'auto' else ['--ctx', args.ctx]
+    return shlex.join(prog + ['train', '--resume', '--out', run.path] + ctx)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    conv_arch = narrow(conv_arch_by_name(args.arch), args.ratio)
-    if args.resize < min_input_size(conv_arch):
-        raise ValueError(f'--resize {args.resize} is too small: {len(conv_arch)} pooling blocks '
-                         f'need at least {min_input_size(conv_arch)} pixels')
-    ctx = parse_ctx(args.ctx)
-    if args.seed is not None:
-        seed_everything(args.seed)
-    train_iter, test_iter = load_data_fashion_mnist(
-        args.batch_size, resize=args.resize, root=args.data_dir, ctx=ctx[0],
-        max_samples=args.max_samples, seed=args.seed)
-    net = vgg(conv_arch, 10)
-    net.initialize(init.Xavier(), ctx=ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': args.lr})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    train(train_iter, test_iter, net, loss, trainer, ctx[0] if len(ctx) == 1 else ctx,
-          args.epochs, progress=not args.no_progress)
+    """``vgg train``: train, saving into and resuming from ``--out``; returns the exit code."""
+    run = Run(args.out) if args.out else None
+    if args.resume and run is None:
+        raise ValueError('--resume needs --out DIR, the run directory to continue')
+    worker = join(args.kvstore)
+    # Only worker 0 writes the run directory; the other workers of a job read it to
+    # resume (its checkpoint and configuration), and otherwise leave it alone.
+    chief = worker.rank == 0
+    if not (chief or args.resume):
+        run = None
+    config = _resumed_config(run, args, chief) if args.resume else RunConfig(**_given(args))
+    if run is not None and chief:
+        run.prepare('keep' if args.resume else 'overwrite' if args.force else 'refuse')
+    done = len(run.history()) if args.resume else 0
+    if done >= config.epochs:
+        print(f'{run.path}: all {config.epochs} epochs are done; pass --epochs N to train on')
+        return 0
+    try:
+        _train(run, config, done, args, worker)
+    except KeyboardInterrupt:
+        if run is None:
+            saved = 'nothing was saved (train with --out DIR to be able to resume)'
+        elif run.exists():
+            saved = f'{_saved(run, config)}; resume with: {_resume_command(run, args)}'
+        else:
+            saved = 'nothing was saved yet'
+        print(f'vgg: interrupted; {saved}', file=sys.stderr)
+        return 130
+    except FloatingPointError as err:
+        if run is None:
+            raise
+        raise FloatingPointError(f'{err}; {_saved(run, config)}') from None
     return 0
 
 
+def _saved(run: Run, config: RunConfig) -> str:
+    return f'{len(run.history())} of {config.epochs} epochs are saved in {run.path}'
+
+
+def _train(run: Optional[Run], config: RunConfig, done: int, args: argparse.Namespace,
+           worker: Worker) -> None:
+    ctx = parse_ctx(args.ctx)
+    data_dir = args.data_dir or (run.data_dir() if args.resume else None)
+    # A resumed run must not replay the first epochs' shuffling and dropout,
+    # and each worker of a job shuffles its shard and drops units its own way.
+    seed = None if config.seed is None else config.seed + done + worker.rank
+    if seed is not None:
+        seed_everything(seed)
+    train_iter, test_iter = load_data_fashion_mnist(
+        worker.local_batch_size(config.batch_size), resize=config.resize, root=data_dir,
+        ctx=ctx[0], max_samples=config.max_samples, seed=seed,
+        num_parts=worker.num_workers, part_index=worker.rank)
+    net = build_net(config.arch, config.ratio, config.resize, ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = make_trainer(net, config.lr, worker)
+    if run is not None and args.resume:
+        epoch = run.restore(net, trainer, ctx)
+        if worker.rank == 0:
+            print(f'resuming {run.path} after epoch {epoch} of {config.epochs}')
+    elif run is not None:
+        run.start(config, data_dir)
+    on_epoch_end = run.saver(net, trainer) if run is not None else None
+    train_worker(worker, train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
+                 trainer, ctx[0] if len(ctx) == 1 else ctx, config.epochs - done,
+                 progress=not args.no_progress, start_epoch=done, on_epoch_end=on_epoch_end)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """``vgg summary``: print the per-layer table of a configuration."""
+    net = build_net(args.arch, args.ratio, args.resize, args.num_outputs, channels=args.channels)
+    print(summary(net, (1, args.channels, args.resize, args.resize)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``vgg evaluate``: accuracy, per-class accuracy and the confusion-matrix PNG of a run."""
+    run = Run(args.run_dir)
+    config = run.config()
+    ctx = parse_ctx(args.ctx)[0]
+    net = run.load_net([ctx])
+    _, test_iter = load_data_fashion_mnist(
+        args.batch_size, resize=config.resize, root=args.data_dir or run.data_dir(), ctx=ctx,
+        max_samples=args.max_samples or config.max_samples)
+    matrix = confusion_matrix(net, test_iter, ctx)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    print(f'test accuracy {matrix.trace() / matrix.sum():.3f} ({matrix.sum()} images, '
+          f'after epoch {len(run.history())} of {run.path})')
+    width = max(len(name) for name in TEXT_LABELS)
+    print(f'{"class":<{width}}  accuracy  images')
+    for name, accuracy, count in zip(TEXT_LABELS, per_class, matrix.sum(axis=1)):
+        print(f'{name:<{width}}  {accuracy:8.3f}  {count:6d}')
+    path = run.file(CONFUSION)
+    title = f'{os.path.basename(run.path)}: confusion matrix'
+    save_figure(plot_confusion(matrix, title=title), path)
+    print(f'confusion matrix: {path}')
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``vgg predict``: the most probable classes of image files."""
+    images = np.stack([read_image(path, args.invert) for path in args.images])
+    run = Run(args.run_dir)
+    ctx = parse_ctx(args.ctx)[0]
+    probabilities = predict_probabilities(run.load_net([ctx]), images, run.config().resize, ctx)
+    for path, p in zip(args.images, probabilities):
+        top = top_classes(p, args.top)
+        print(f'{path}: ' + ', '.join(f'{name} {probability:.3f}' for name, probability in top))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``vgg export``: symbol + parameters and ONNX, each checked against the network."""
+    run = Run(args.run_dir)
+    resize = run.config().resize
+    net = run.load_net([mx.cpu()])
+    directory = run.file(EXPORT)
+    symbol = export_symbol(net, resize, directory)
+    print(f"symbol: {symbol['symbol']} {symbol['params']} (reloaded with SymbolBlock.imports: "
+          f"max logit difference {symbol['max_difference']:.2g})")
+    if not args.no_onnx:
+        onnx = export_onnx(symbol['symbol'], symbol['params'], net, resize,
+                           os.path.join(directory, 'vgg.onnx'))
+        print(f"onnx: {onnx['onnx']} (opset {onnx['opset']}, onnx {onnx['onnx_version']}; "
+              f"onnxruntime {onnx['onnxruntime_version']}: max logit difference "
+              f"{onnx['max_difference']:.2g})")
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """``vgg launch``: run a distributed job; returns 0 or the failing process's exit code."""
+    command = args.worker_command
+    if command[:1] == ['--']:
+        command = command[1:]
+    hosts = read_hosts(args.hosts) if args.hosts else None
+    return launch(command, args.num_workers, args.num_servers, hosts=hosts, port=args.port,
+                  timeout=args.timeout)
+
+
+COMMANDS = {'train': cmd_train, 'summary': cmd_summary, 'evaluate': cmd_evaluate,
+            'predict': cmd_predict, 'export': cmd_export, 'launch': cmd_launch}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; returns the exit code (0, 2 for a bad input, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS + ('-h', '--help'):
+    if not argv or argv[0] not in tuple(COMMANDS) + ('-h', '--help'):
         argv.insert(0, 'train')
     args = build_parser().parse_args(argv)
+    matplotlib.use('Agg')  # figures go to files only, also on machines without a display
     try:
-        return cmd_train(args)
-    except (ValueError, FloatingPointError) as err:  # DataError is a ValueError
-        print(f'vgg: error: {err}', file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except (ValueError, FloatingPointError, OSError) as err:  # DataError is a ValueError
+        print('vgg: error: ' + ' '.join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('vgg: interrupted', file=sys.stderr)

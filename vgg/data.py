@@ -308,10 +308,33 @@ class FashionMNISTIter:
         return X / 255
 
 
+def shard(array: np.ndarray, num_parts: int, part_index: int) -> np.ndarray:
+    """Part ``part_index`` of ``num_parts`` equal, interleaved parts of ``array``.
+
+    Part k holds items k, k + num_parts, k + 2 num_parts, ...  The last
+    ``len(array) % num_parts`` items are left out, so that every part has the same
+    length: the workers of a dist_sync job must take the same number of steps.
+    Interleaving makes batch t of all parts together (batch size b each) the items
+    of batch t of the whole array with batch size ``num_parts * b``.
+
+    Raises
+    ------
+    ValueError
+        If ``part_index`` is not in ``0 .. num_parts - 1``.
+    """
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
+        raise ValueError(f'num_parts must be a positive integer, got {num_parts!r}')
+    if isinstance(part_index, bool) or not isinstance(part_index, int) \
+            or not 0 <= part_index < num_parts:
+        raise ValueError(f'part_index must be in 0..{num_parts - 1}, got {part_index!r}')
+    return array[part_index:len(array) - len(array) % num_parts:num_parts]
+
+
 def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
                             root: Optional[str] = None, *, ctx: Optional[mx.Context] = None,
                             max_samples: Optional[int] = None, seed: Optional[int] = None,
-                            download: bool = True) -> Tuple[FashionMNISTIter, FashionMNISTIter]:
+                            download: bool = True, num_parts: int = 1,
+                            part_index: int = 0) -> Tuple[FashionMNISTIter, FashionMNISTIter]:
     """Fashion-MNIST as ``(train_iter, test_iter)`` with gluonbook's semantics.
 
     Parameters
@@ -331,6 +354,10 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
         Seed of the training set's shuffling.
     download : bool
         Whether missing files may be downloaded.
+    num_parts, part_index : int
+        Train on part ``part_index`` of ``num_parts`` of the training set only
+        (see :func:`shard`; after ``max_samples``), as one worker of a distributed
+        job does.  The test set stays whole.
 
     Returns
     -------
@@ -344,6 +371,11 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
     iters = []
     for split in ('train', 'test'):
         images, labels = (a[:max_samples] for a in arrays[split])
+        if split == 'train':
+            images, labels = (shard(a, num_parts, part_index) for a in (images, labels))
+            if not len(labels):
+                raise ValueError(f'{num_parts} workers need at least {num_parts} training '
+                                 'images, one each; raise max_samples')
         iters.append(FashionMNISTIter(images, labels, batch_size, resize,
                                       shuffle=split == 'train', ctx=ctx, seed=seed))
     return iters[0], iters[1]

@@ -67,9 +67,19 @@ def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
                 file=sys.stderr, dynamic_ncols=True)
 
 
-def train(train_iter: Iterable, test_iter: Iterable, net: gluon.Block, loss: gluon.loss.Loss,
-          trainer: gluon.Trainer, ctx: Contexts, num_epochs: int, *, progress: bool = True,
-          start_epoch: int = 0,
+def _finite_loss_sum(loss_sums: List[nd.NDArray], epoch: int, batch: int,
+                     trainer: gluon.Trainer) -> float:
+    """The summed loss up to ``batch``; FloatingPointError if it is not finite."""
+    total = sum(s.asscalar() for s in loss_sums)
+    if not math.isfinite(total):
+        raise FloatingPointError(f'loss became {total} in epoch {epoch}, batch {batch}; lower the '
+                                 f'learning rate (it is {trainer.learning_rate:g})')
+    return total
+
+
+def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
+          loss: gluon.loss.Loss, trainer: gluon.Trainer, ctx: Contexts, num_epochs: int, *,
+          progress: bool = True, start_epoch: int = 0,
           on_epoch_end: Optional[Callable[[EpochStats], None]] = None) -> List[EpochStats]:
     """Train ``net`` and test it after every epoch, printing gluonbook's lines.
 
@@ -77,6 +87,8 @@ def train(train_iter: Iterable, test_iter: Iterable, net: gluon.Block, loss: glu
     ----------
     train_iter, test_iter : iterable of (X, y)
         Batches, e.g. from :func:`vgg.load_data_fashion_mnist` or a gluon DataLoader.
+        ``test_iter`` None skips the test pass (``test_acc`` is nan), as the
+        workers of a distributed job other than worker 0 do.
     net : mxnet.gluon.Block
         An initialised network.
     loss : mxnet.gluon.loss.Loss
@@ -104,7 +116,9 @@ def train(train_iter: Iterable, test_iter: Iterable, net: gluon.Block, loss: glu
     Raises
     ------
     FloatingPointError
-        If the epoch's loss is not finite (lower the learning rate).
+        As soon as the loss is no longer finite, naming the epoch and the batch
+        (lower the learning rate).  Each batch's loss is checked once the next
+        batch is queued, which needs no extra device synchronisation.
     """
     print('training on', ctx)
     ctxs = _as_list(ctx)
@@ -113,36 +127,37 @@ def train(train_iter: Iterable, test_iter: Iterable, net: gluon.Block, loss: glu
     for epoch in range(start_epoch + 1, start_epoch + num_epochs + 1):
         loss_sum = [nd.zeros((1,), ctx=c) for c in ctxs]
         correct = [nd.zeros((1,), ctx=c) for c in ctxs]
-        n, start, previous = 0, time.time(), None
+        n, batch, start, previous = 0, 0, time.time(), None
         bar = _progress_bar(total, epoch, progress)
-        for X, y in train_iter:
-            Xs, ys = split_batch(X, y, ctxs)
-            with autograd.record():
-                y_hats = [net(X_part) for X_part in Xs]
-                losses = [loss(y_hat, y_part) for y_hat, y_part in zip(y_hats, ys)]
-            for l in losses:
-                l.backward()
-            trainer.step(X.shape[0])
-            for i, (l, y_hat, y_part) in enumerate(zip(losses, y_hats, ys)):
-                loss_sum[i] += l.sum()
-                correct[i] += _correct(y_hat, y_part)
-            # Wait for the previous batch only: one batch stays queued behind the
-            # running one, so the engine never idles and memory stays bounded.
-            if previous is not None:
-                previous.wait_to_read()
-            previous = loss_sum[0]
-            n += X.shape[0]
+        try:
+            for batch, (X, y) in enumerate(train_iter, 1):
+                Xs, ys = split_batch(X, y, ctxs)
+                with autograd.record():
+                    y_hats = [net(X_part) for X_part in Xs]
+                    losses = [loss(y_hat, y_part) for y_hat, y_part in zip(y_hats, ys)]
+                for l in losses:
+                    l.backward()
+                trainer.step(X.shape[0])
+                for i, (l, y_hat, y_part) in enumerate(zip(losses, y_hats, ys)):
+                    # A new array, not +=: ``previous`` must keep the sums up to the last batch.
+                    loss_sum[i] = loss_sum[i] + l.sum()
+                    correct[i] += _correct(y_hat, y_part)
+                # Wait for the previous batch only: one batch stays queued behind the
+                # running one, so the engine never idles and memory stays bounded; its
+                # loss sum, ready by then, is checked for free.
+                if previous is not None:
+                    _finite_loss_sum(previous, epoch, batch - 1, trainer)
+                previous = list(loss_sum)
+                n += X.shape[0]
+                if bar is not None:
+                    bar.update(X.shape[0])
+        finally:
             if bar is not None:
-                bar.update(X.shape[0])
-        if bar is not None:
-            bar.close()
-        train_loss = sum(s.asscalar() for s in loss_sum) / n
+                bar.close()
+        train_loss = _finite_loss_sum(loss_sum, epoch, batch, trainer) / n
         train_acc = sum(c.asscalar() for c in correct) / n
         train_time = time.time() - start
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f'loss became {train_loss} in epoch {epoch}; '
-                                     'lower the learning rate')
-        test_acc = evaluate_accuracy(test_iter, net, ctxs)
+        test_acc = math.nan if test_iter is None else evaluate_accuracy(test_iter, net, ctxs)
         stats = {'epoch': epoch, 'loss': train_loss, 'train_acc': train_acc,
                  'test_acc': test_acc, 'time': time.time() - start,
                  'images_per_sec': n / train_time}

@@ -1,0 +1,68 @@
+"""``vgg export``: MXNet symbol + parameters and ONNX give the trained network's logits."""
+import sys
+import types
+import warnings
+
+import numpy as np
+import onnxruntime
+import pytest
+from mxnet import gluon, nd
+
+from cli_helpers import make_run, run_cli
+from vgg.export import _onnx_modules
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp('export') / 'run', done=2)
+    result = run_cli('export', run.path)
+    assert result.returncode == 0, result.stderr
+    return run, result.stdout
+
+
+def inputs(batch):
+    return np.random.RandomState(batch).uniform(size=(batch, 1, 32, 32)).astype(np.float32)
+
+
+def test_export_prints_what_it_wrote_and_checked(exported):
+    run, stdout = exported
+    symbol, onnx = stdout.splitlines()
+    assert symbol.startswith(f'symbol: {run.file("export", "vgg-symbol.json")} '
+                             f'{run.file("export", "vgg-0000.params")} (reloaded with')
+    assert onnx.startswith(f'onnx: {run.file("export", "vgg.onnx")} (opset ')
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_symbol_export_loads_with_symbolblock_imports(exported, batch):
+    run, _ = exported
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        reloaded = gluon.SymbolBlock.imports(run.file('export', 'vgg-symbol.json'), ['data'],
+                                             run.file('export', 'vgg-0000.params'))
+    x = nd.array(inputs(batch))
+    np.testing.assert_array_equal(reloaded(x).asnumpy(), run.load_net()(x).asnumpy())
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_onnx_export_gives_the_same_logits_in_onnxruntime(exported, batch):
+    run, _ = exported
+    session = onnxruntime.InferenceSession(run.file('export', 'vgg.onnx'),
+                                           providers=['CPUExecutionProvider'])
+    assert [i.name for i in session.get_inputs()] == ['data']  # the weights are not inputs
+    logits = session.run(None, {'data': inputs(batch)})[0]
+    expected = run.load_net()(nd.array(inputs(batch))).asnumpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_missing_onnx_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    with pytest.raises(ValueError, match=r'ONNX export needs the onnx and onnxruntime packages'):
+        _onnx_modules()
+
+
+def test_an_onnx_without_mapping_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnx', types.ModuleType('onnx'))
+    monkeypatch.setattr(sys.modules['onnx'], '__version__', '1.19.0', raising=False)
+    monkeypatch.delitem(sys.modules, 'onnx.mapping', raising=False)  # onnx 1.19 has none
+    with pytest.raises(ValueError, match=r'cannot export to onnx 1\.19\.0: .* onnx==1\.18\.0'):
+        _onnx_modules()

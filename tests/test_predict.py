@@ -1,0 +1,120 @@
+"""Image files read like the loader's images, predictions; evaluate and predict on real data."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from mxnet import nd
+from PIL import Image
+
+from cli_helpers import QUICK, run_cli
+from conftest import synthetic_split
+from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
+from vgg.predict import confusion_matrix, predict_probabilities, read_image, top_classes
+from vgg.runs import Run, build_net
+from vgg.training import evaluate_accuracy
+
+IMAGES, LABELS = synthetic_split(8, seed=0)
+
+
+def test_a_28x28_grey_png_reads_back_exactly(tmp_path):
+    Image.fromarray(IMAGES[0]).save(tmp_path / 'a.png')
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'a.png')), IMAGES[0])
+
+
+@pytest.mark.parametrize('name', ['big.png', 'big.jpg'])
+def test_a_larger_colour_image_reads_close_to_the_original(tmp_path, name):
+    colour = np.stack([IMAGES[1]] * 3, axis=-1)
+    Image.fromarray(colour).resize((84, 84), Image.Resampling.BICUBIC).save(tmp_path / name)
+    image = read_image(str(tmp_path / name))
+    assert image.shape == (28, 28) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - IMAGES[1]).mean() < 16
+
+
+def test_invert_turns_a_dark_object_on_white_into_fashion_mnist_colours(tmp_path):
+    Image.fromarray(255 - IMAGES[2]).save(tmp_path / 'photo.png')
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'photo.png'), invert=True), IMAGES[2])
+
+
+def test_a_wide_image_is_padded_to_a_centred_square(tmp_path):
+    Image.new('L', (56, 28), 255).save(tmp_path / 'wide.png')
+    image = read_image(str(tmp_path / 'wide.png'))
+    assert (image[:6] == 0).all() and (image[-6:] == 0).all() and (image[8:20] == 255).all()
+
+
+@pytest.mark.parametrize('invert', [False, True])
+def test_transparent_pixels_are_background(tmp_path, invert):
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[10:18, 10:18] = (255, 255, 255, 255) if not invert else (0, 0, 0, 255)
+    Image.fromarray(rgba).save(tmp_path / 'cut-out.png')
+    image = read_image(str(tmp_path / 'cut-out.png'), invert=invert)
+    assert image[0, 0] == 0 and image[14, 14] == 255
+
+
+def test_a_truncated_image_is_a_value_error(tmp_path):
+    Image.fromarray(IMAGES[3]).save(tmp_path / 'a.png')
+    data = (tmp_path / 'a.png').read_bytes()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='cut.png: not an image that can be read'):
+        read_image(str(tmp_path / 'cut.png'))
+
+
+def test_predictions_go_through_the_loaders_transform():
+    net = build_net('vgg11', 16, 32)
+    batches = FashionMNISTIter(IMAGES, LABELS, 3, resize=32)
+    expected = np.concatenate([nd.softmax(net(X)).asnumpy() for X, _ in batches])
+    probabilities = predict_probabilities(net, IMAGES, 32, batch_size=5)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert confusion_matrix(net, batches).trace() / len(LABELS) == evaluate_accuracy(batches, net)
+
+
+def test_top_classes():
+    probabilities = np.array([0.1, 0.6, 0.3] + [0] * 7)
+    assert top_classes(probabilities, 2) == [('trouser', 0.6), ('pullover', 0.3)]
+
+
+@pytest.fixture(scope='module')
+def real_run(real_data_dir, tmp_path_factory):
+    """A short run on the real Fashion-MNIST (256 images of each split, one epoch)."""
+    out = tmp_path_factory.mktemp('real') / 'run'
+    result = run_cli('train', *QUICK, '--epochs', '1', '--max-samples', '256', '--lr', '0.1',
+                     '--seed', '0', '--no-progress', '--data-dir', real_data_dir, '--out', out)
+    assert result.returncode == 0, result.stderr
+    return Run(str(out))
+
+
+def test_evaluate_on_real_data(real_run):
+    result = run_cli('evaluate', real_run.path, '--ctx', 'cpu')
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    test_acc = json.loads(open(real_run.file('metrics.jsonl')).readline())['test_acc']
+    assert lines[0] == (f'test accuracy {test_acc:.3f} '
+                        f'(256 images, after epoch 1 of {real_run.path})')
+    rows = [re.fullmatch(r'(.+?) +(\d\.\d{3}) +(\d+)', line) for line in lines[2:12]]
+    assert [row.group(1) for row in rows] == TEXT_LABELS
+    assert sum(int(row.group(3)) for row in rows) == 256
+    assert lines[-1] == f'confusion matrix: {real_run.file("confusion.png")}'
+    with open(real_run.file('confusion.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_predict_on_real_images(real_run, real_data_dir, tmp_path):
+    _, test_iter = load_data_fashion_mnist(8, root=real_data_dir, max_samples=8, download=False)
+    images = test_iter.images[:2]
+    Image.fromarray(images[0]).save(tmp_path / 'first.png')
+    colour = Image.fromarray(np.stack([images[1]] * 3, axis=-1))
+    colour.resize((100, 100)).save(tmp_path / 'second.jpg')
+    result = run_cli('predict', real_run.path, tmp_path / 'first.png', tmp_path / 'second.jpg',
+                     '--top', '2', '--ctx', 'cpu')
+    assert result.returncode == 0, result.stderr
+    pattern = r'(.+): ({0}) (\d\.\d{{3}}), ({0}) (\d\.\d{{3}})'.format('|'.join(TEXT_LABELS))
+    lines = [re.fullmatch(pattern, line) for line in result.stdout.splitlines()]
+    assert [line.group(1) for line in lines] == [str(tmp_path / 'first.png'),
+                                                 str(tmp_path / 'second.jpg')]
+    expected = predict_probabilities(real_run.load_net(), images[:1], 32)[0]
+    name, probability = top_classes(expected, 1)[0]
+    assert (lines[0].group(2), lines[0].group(3)) == (name, f'{probability:.3f}')
+    assert all(float(line.group(3)) >= float(line.group(5)) for line in lines)
+    assert os.path.exists(real_run.file('history.png'))

@@ -1,0 +1,167 @@
+"""One worker of a data-parallel job on MXNet's distributed kvstore (parameter server).
+
+``vgg launch`` (:mod:`vgg.launcher`) starts the scheduler, the servers and the
+workers; each worker runs ``vgg train --kvstore dist_sync``, which uses this
+module.  What a worker does differently from a single process, and why:
+
+* Data: worker r of n trains on its shard of the training set, the images r,
+  r + n, r + 2n, ... (:func:`vgg.data.shard`; the last ``N mod n`` images are
+  left out so that all workers take the same number of steps, which dist_sync
+  needs).  ``--batch-size`` stays the global batch: each worker takes
+  ``batch_size / n`` images per step (and splits them over its own devices).
+* Gradients: the servers sum every step's gradients over the workers; every
+  worker pulls the sum and applies the same SGD update to the same parameters
+  (``update_on_kvstore=False``), so all workers keep identical parameters and
+  worker 0 can checkpoint the optimizer state.  The trainer's ``rescale_grad``
+  is ``1 / n``, so ``trainer.step(local batch)`` divides the summed gradient by
+  ``n * local batch``, the global batch: the update is the single-process one.
+* Start: before the first step all workers take worker 0's parameters
+  (:func:`broadcast_parameters`).
+* Output: only worker 0 tests the network (on the whole test set), prints the
+  epoch lines and writes the run directory; its training loss and accuracy are
+  those of its own shard.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Union
+
+import mxnet as mx
+from mxnet import gluon
+
+from .training import Contexts, EpochStats, train
+
+DIST_KVSTORES = ('dist_sync', 'dist_device_sync')
+# 'device' is gluon's default (sums on the devices), 'local' sums on the CPU.
+KVSTORES = ('device', 'local') + DIST_KVSTORES
+# What ps-lite needs in every process of a job (vgg launch sets them).
+PS_ENV = ('DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER',
+          'DMLC_NUM_WORKER')
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process's place in a job; the defaults are a single process.
+
+    Attributes
+    ----------
+    kvstore : str or mxnet.kvstore.KVStore
+        What the trainer sums gradients through: a kvstore type for one
+        process, the created distributed kvstore for a worker of a job.
+    rank : int
+        This worker's number, 0 .. num_workers - 1 (assigned by the scheduler).
+    num_workers : int
+        Workers in the job.
+    """
+
+    kvstore: Union[str, mx.kvstore.KVStore] = 'device'
+    rank: int = 0
+    num_workers: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        """Whether this process is a worker of a distributed job."""
+        return not isinstance(self.kvstore, str)
+
+    def local_batch_size(self, batch_size: int) -> int:
+        """This worker's share of the global ``batch_size``.
+
+        Raises
+        ------
+        ValueError
+            If ``batch_size`` does not divide evenly among the workers.
+        """
+        if batch_size % self.num_workers:
+            raise ValueError(f'batch size {batch_size} must be a multiple of the '
+                             f'{self.num_workers} workers (each takes an equal share)')
+        return batch_size // self.num_workers
+
+
+def join(kvstore: str = 'device') -> Worker:
+    """Join the job this process was started for: create a distributed kvstore, or not.
+
+    Parameters
+    ----------
+    kvstore : str
+        One of :data:`KVSTORES`.  A dist type connects to the scheduler named
+        by the ``DMLC_*`` environment variables that ``vgg launch`` sets.
+
+    Raises
+    ------
+    ValueError
+        If the type is unknown, a dist type is asked for outside a launched job
+        (connecting would wait forever), or a launched worker asks for a local one
+        (it would train alone, and its output would clash with the other workers').
+    """
+    if kvstore not in KVSTORES:
+        raise ValueError(f'unknown kvstore {kvstore!r}; use one of {", ".join(KVSTORES)}')
+    launched = os.environ.get('DMLC_ROLE') == 'worker'
+    if kvstore not in DIST_KVSTORES:
+        if launched:
+            raise ValueError(f'this process is a worker of a job started by vgg launch '
+                             f'(DMLC_ROLE=worker) but --kvstore is {kvstore}; '
+                             'pass --kvstore dist_sync')
+        return Worker(kvstore)
+    missing = [name for name in PS_ENV if not os.environ.get(name)]
+    if missing or not launched:
+        why = f'{", ".join(missing)} not set' if missing else 'DMLC_ROLE is not worker'
+        raise ValueError(f'--kvstore {kvstore} runs one worker of a distributed job, but '
+                         f'{why}; start the workers with: vgg launch -n WORKERS -s SERVERS '
+                         f'-- vgg train --kvstore {kvstore} ...')
+    store = mx.kv.create(kvstore)
+    return Worker(store, store.rank, store.num_workers)
+
+
+def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker()) -> gluon.Trainer:
+    """SGD on ``net``'s parameters, normalising ``step(local batch)`` by the global batch.
+
+    For a single process this is ``gluon.Trainer(params, 'sgd', {'learning_rate': lr})``.
+    """
+    options = {'learning_rate': lr}
+    if not worker.distributed:
+        return gluon.Trainer(net.collect_params(), 'sgd', options, kvstore=worker.kvstore)
+    # The servers sum the workers' gradients: 1/n here and 1/(local batch) in step().
+    options['rescale_grad'] = 1 / worker.num_workers
+    return gluon.Trainer(net.collect_params(), 'sgd', options, kvstore=worker.kvstore,
+                         update_on_kvstore=False)
+
+
+def broadcast_parameters(trainer: gluon.Trainer) -> None:
+    """Give every worker worker 0's parameters now, before any gradient is computed.
+
+    A trainer copies worker 0's parameters to all workers when it first uses its
+    kvstore.  In its first ``step`` that is too late: the other workers' first
+    gradients would be taken at their own initial parameters.  ``allreduce_grads``
+    is the public call that makes the copy; it also sums the gradients once,
+    which are zero now and overwritten by the first backward pass.
+    """
+    trainer.allreduce_grads()
+
+
+def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net: gluon.Block,
+                 loss: gluon.loss.Loss, trainer: gluon.Trainer, ctx: Contexts, num_epochs: int,
+                 *, progress: bool = True, start_epoch: int = 0,
+                 on_epoch_end: Optional[Callable[[EpochStats], None]] = None
+                 ) -> List[EpochStats]:
+    """:func:`vgg.train` as one worker of a job (or as a single process), same arguments.
+
+    Worker 0 runs ``train`` with all arguments.  The others train silently: no
+    test pass, no printed lines, no progress bar, no ``on_epoch_end``.  In a job,
+    all first take worker 0's parameters (:func:`broadcast_parameters`).
+
+    Returns
+    -------
+    list of dict
+        ``train``'s history; on workers other than 0, ``test_acc`` is nan, and
+        on every worker loss and accuracy are those of its own shard.
+    """
+    if worker.distributed:
+        broadcast_parameters(trainer)
+    if worker.rank == 0:
+        return train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs,
+                     progress=progress, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):
+        return train(train_iter, None, net, loss, trainer, ctx, num_epochs, progress=False,
+                     start_epoch=start_epoch)

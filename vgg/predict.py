@@ -1,0 +1,109 @@
+"""Using a trained network: class probabilities for image files, a confusion matrix on a test set.
+
+Image files are turned into what the loader holds, 28x28 uint8 grey images,
+and then go through the loader's own batch transform
+(:meth:`vgg.data.FashionMNISTIter.transform`: float32, bilinear resize, /255).
+Fashion-MNIST shows a light object on a black background; an image is used
+as it is unless ``invert`` is set (for a dark object on a light background,
+such as most product photos).
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Sequence, Tuple
+
+import matplotlib.pyplot as plt
+import mxnet as mx
+import numpy as np
+from mxnet import gluon, nd
+from PIL import Image, ImageOps
+
+from .data import TEXT_LABELS, FashionMNISTIter
+
+SIDE = 28  # Fashion-MNIST's image side
+
+
+def read_image(path: str, invert: bool = False) -> np.ndarray:
+    """Read an image file (PNG, JPEG, ...; any size, colour or grey) as a 28x28 uint8 grey image.
+
+    The image is converted to grey (ITU-R 601 luma), inverted if ``invert``,
+    padded with black to a centred square (keeping its aspect ratio, as
+    Fashion-MNIST does) and resized to 28x28 with Pillow's antialiased
+    bilinear filter.  Transparent pixels count as background.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or not an image Pillow can read.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ('RGBA', 'LA', 'PA') or 'transparency' in img.info:
+                colour = (255, 255, 255, 255) if invert else (0, 0, 0, 255)
+                background = Image.new('RGBA', img.size, colour)
+                img = Image.alpha_composite(background, img.convert('RGBA'))
+            grey = img.convert('L')
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        # UnidentifiedImageError and truncated files are OSErrors too.
+        reason = getattr(err, 'strerror', None) or err
+        raise ValueError(f'{path}: not an image that can be read ({reason})') from None
+    if invert:
+        grey = ImageOps.invert(grey)
+    side = max(grey.size)
+    square = Image.new('L', (side, side), 0)
+    square.paste(grey, ((side - grey.width) // 2, (side - grey.height) // 2))
+    return np.asarray(square.resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def predict_probabilities(net: gluon.Block, images: np.ndarray, resize: int,
+                          ctx: mx.Context = mx.cpu(), batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (softmax of the logits) for uint8 images of shape (N, 28, 28).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of shape (N, number of classes).
+    """
+    labels = np.zeros(len(images), dtype=np.uint8)  # the loader wants labels; unused here
+    batches = FashionMNISTIter(images, labels, batch_size, resize, ctx=ctx)
+    return np.concatenate([nd.softmax(net(X)).asnumpy() for X, _ in batches])
+
+
+def confusion_matrix(net: gluon.Block, data_iter: Iterable, ctx: mx.Context = mx.cpu(),
+                     num_classes: int = len(TEXT_LABELS)) -> np.ndarray:
+    """Counts of (true class, predicted class) over ``data_iter``'s batches.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 of shape (num_classes, num_classes): row = true class, column = prediction.
+    """
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for X, y in data_iter:
+        predicted = net(X.as_in_context(ctx)).argmax(axis=1).asnumpy().astype(np.int64)
+        np.add.at(matrix, (y.asnumpy().astype(np.int64), predicted), 1)
+    return matrix
+
+
+def top_classes(probabilities: Sequence[float], k: int) -> List[Tuple[str, float]]:
+    """The ``k`` most probable ``(class name, probability)`` pairs, most probable first."""
+    order = np.argsort(probabilities)[::-1][:k]
+    return [(TEXT_LABELS[i], float(probabilities[i])) for i in order]
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str] = TEXT_LABELS, title: str = ''):
+    """The confusion matrix as a heat map of row fractions with the counts; returns the Figure."""
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha='center', va='center', fontsize=7,
+                color='white' if fractions[row, col] > 0.5 else 'black')
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class')
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label='fraction of the true class')
+    fig.tight_layout()
+    return fig
