@@ -14,8 +14,10 @@ if 'OMP_NUM_THREADS' not in _os.environ:
 
 from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E402
                    load_data_fashion_mnist)
+from .distributed import Worker, join, make_trainer, train_worker  # noqa: E402
 from .export import export_onnx, export_symbol  # noqa: E402
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
+from .launcher import launch, plan  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet,  # noqa: E402
                     conv_arch_by_name, narrow, vgg, vgg_block)
 from .predict import confusion_matrix, plot_confusion, predict_probabilities, read_image  # noqa: E402
@@ -32,4 +34,5 @@ __all__ = ['DataError', 'TEXT_LABELS', 'get_fashion_mnist_labels', 'load_data_fa
            'narrow', 'vgg', 'vgg_block', 'confusion_matrix', 'plot_confusion',
            'predict_probabilities', 'read_image', 'plot_history', 'show_predictions', 'Run',
            'RunConfig', 'atomic_write', 'build_net', 'LayerRow', 'Summary', 'measure_step',
-           'summary', 'evaluate_accuracy', 'train']
+           'summary', 'evaluate_accuracy', 'train', 'Worker', 'join', 'make_trainer',
+           'train_worker', 'launch', 'plan']

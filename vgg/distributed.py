@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Union
 
 import mxnet as mx
-from mxnet import gluon
+from mxnet import gluon, nd
 
 from .training import Contexts, EpochStats, train
 
@@ -119,13 +119,19 @@ def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker()) -> gluo
 
     For a single process this is ``gluon.Trainer(params, 'sgd', {'learning_rate': lr})``.
     """
-    options = {'learning_rate': lr}
+    options, params = {'learning_rate': lr}, net.collect_params()
     if not worker.distributed:
-        return gluon.Trainer(net.collect_params(), 'sgd', options, kvstore=worker.kvstore)
+        return gluon.Trainer(params, 'sgd', options, kvstore=worker.kvstore)
+    # A forward pass in predict mode (build_net's shape inference) leaves convolution
+    # weights in MKLDNN's blocked layout, which MXNet 1.9.1's distributed kvstore
+    # mishandles: a worker asks the server for a weight before worker 0 has stored it,
+    # and the server aborts.  reset_ctx copies each parameter into a fresh array of
+    # the default layout, before the kvstore first sees it.
+    for param in params.values():
+        param.reset_ctx(param.list_ctx())
     # The servers sum the workers' gradients: 1/n here and 1/(local batch) in step().
     options['rescale_grad'] = 1 / worker.num_workers
-    return gluon.Trainer(net.collect_params(), 'sgd', options, kvstore=worker.kvstore,
-                         update_on_kvstore=False)
+    return gluon.Trainer(params, 'sgd', options, kvstore=worker.kvstore, update_on_kvstore=False)
 
 
 def broadcast_parameters(trainer: gluon.Trainer) -> None:
@@ -149,7 +155,8 @@ def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net:
 
     Worker 0 runs ``train`` with all arguments.  The others train silently: no
     test pass, no printed lines, no progress bar, no ``on_epoch_end``.  In a job,
-    all first take worker 0's parameters (:func:`broadcast_parameters`).
+    all first take worker 0's parameters (:func:`broadcast_parameters`), and
+    return only once their last gradients have been exchanged.
 
     Returns
     -------
@@ -160,8 +167,15 @@ def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net:
     if worker.distributed:
         broadcast_parameters(trainer)
     if worker.rank == 0:
-        return train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs,
-                     progress=progress, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
-    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):
-        return train(train_iter, None, net, loss, trainer, ctx, num_epochs, progress=False,
-                     start_epoch=start_epoch)
+        history = train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs,
+                        progress=progress, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+    else:
+        with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):
+            history = train(train_iter, None, net, loss, trainer, ctx, num_epochs,
+                            progress=False, start_epoch=start_epoch)
+    if worker.distributed:
+        # The last step's gradients may still be queued.  At exit MXNet's engine skips
+        # queued operations: they would never reach the servers, and the other workers
+        # would wait for them forever.
+        nd.waitall()
+    return history

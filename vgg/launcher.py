@@ -1,4 +1,4 @@
-"""``vgg launch``: start the scheduler, servers and workers of a distributed MXNet job, and watch them.
+"""``vgg launch``: start the scheduler, servers and workers of a distributed MXNet job; watch them.
 
 MXNet's parameter server (ps-lite) configures each process through environment
 variables: ``DMLC_ROLE`` (scheduler, server or worker), ``DMLC_PS_ROOT_URI`` and
@@ -207,9 +207,12 @@ def _exit_code(returncode: int) -> int:
 
 
 def _describe(returncode: int) -> str:
-    if returncode < 0:
+    if returncode >= 0:
+        return f'exited with code {returncode}'
+    try:
         return f'was killed by {signal.Signals(-returncode).name}'
-    return f'exited with code {returncode}'
+    except ValueError:  # a real-time signal has no name
+        return f'was killed by signal {-returncode}'
 
 
 def _stop(running: Sequence[_Running]) -> None:
@@ -301,7 +304,8 @@ def launch(command: Sequence[str], num_workers: int, num_servers: int = 1,
     processes = plan(command, num_workers, num_servers, hosts, port)
     deadline = None if timeout is None else time.monotonic() + timeout
     cwd, running = os.getcwd(), []
-    restore_sigterm = _sigterm_as_interrupt()
+    # SIGTERM, like Ctrl-C, raises KeyboardInterrupt, so that the job is stopped too.
+    previous = _set_handlers(_interrupt)
     try:
         for process in processes:
             running.append(_Running(process, cwd, out, err))
@@ -310,18 +314,27 @@ def launch(command: Sequence[str], num_workers: int, num_servers: int = 1,
                 + ', '.join(f'{r.name} pid {r.popen.pid}' for r in running))
         return _watch(running, deadline, timeout, err)
     finally:
-        _stop(running)
-        for r in running:
-            r.finish_output(STOP_GRACE)
-        restore_sigterm()
+        # A second signal (timeout(1) sends two) must not cut the cleanup short.
+        _set_handlers(signal.SIG_IGN)
+        try:
+            _stop(running)
+            for r in running:
+                r.finish_output(STOP_GRACE)
+        finally:
+            _set_handlers(previous)
 
 
-def _sigterm_as_interrupt():
-    """Make SIGTERM raise KeyboardInterrupt, so that the job is stopped too; returns the undo."""
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _set_handlers(handler) -> Dict[int, object]:
+    """Set the handler of SIGINT and SIGTERM (one or one per signal); returns the previous ones.
+
+    Only the main thread may set handlers: elsewhere this does nothing.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+        return {}
+    handlers = handler if isinstance(handler, dict) else \
+        {signal.SIGINT: handler, signal.SIGTERM: handler}
+    return {signum: signal.signal(signum, h) for signum, h in handlers.items()}
