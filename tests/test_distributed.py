@@ -240,6 +240,8 @@ def test_second_sigterm_does_not_cut_the_cleanup_short(tmp_path):
 
 
 def save_initial_parameters(directory) -> gluon.Block:
+    # A fixed start: how fast 16 small steps lower the loss depends on the initial draw.
+    mx.random.seed(0)
     net = small_cnn()
     net.initialize(init.Xavier())
     net(nd.zeros((1, 1, 28, 28)))
