@@ -242,7 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             saved = f'{_saved(run, config)}; resume with: {_resume_command(run, args)}'
         else:
             saved = 'nothing was saved yet'
-        print(f'vgg: interrupted; {saved}', file=sys.stderr)
+        # Ctrl-C can land while the progress bar is mid-line: start the message on a new one.
+        print(f'\nvgg: interrupted; {saved}', file=sys.stderr)
         return 130
     except FloatingPointError as err:
         if run is None:
