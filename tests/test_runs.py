@@ -130,7 +130,7 @@ def test_ctrl_c_saves_and_prints_the_resume_command(bigger_data, tmp_path):
     code, _, stderr = start_and_stop_in_epoch_2(out, bigger_data, 2, signal.SIGINT)
     assert code == 130 and 'Traceback' not in stderr
     # The progress bar may redraw around the message; the message itself is one line.
-    messages = [l for l in stderr.replace('\r', '\n').splitlines() if l.startswith('vgg:')]
+    messages = re.findall(r'vgg: interrupted; [^\r\n]*', stderr)
     assert len(messages) == 1, stderr
     line = messages[0]
     prefix = f'vgg: interrupted; 1 of 2 epochs are saved in {out}; resume with: '
