@@ -23,8 +23,8 @@ def run_pair(resize: int, train_samples: int, epochs: int, seed: int, data_dir: 
     import mxnet as mx
     import numpy as np
     from mxnet import gluon, init, nd
-    from mxnet.gluon import data as gdata
 
+    from chapter_pipeline import chapter_loader, quiet_stdout
     from vgg.data import load_arrays, FashionMNISTIter
 
     arrays = load_arrays(data_dir, download=False)
@@ -39,13 +39,8 @@ def run_pair(resize: int, train_samples: int, epochs: int, seed: int, data_dir: 
     params = os.path.join(tempfile.mkdtemp(), 'start.params')
     start.save_parameters(params)
 
-    transformer = gdata.vision.transforms.Compose(
-        [gdata.vision.transforms.Resize(resize), gdata.vision.transforms.ToTensor()])
-
-    def chapter_loader(x, y, shuffle):
-        dataset = gdata.ArrayDataset(nd.array(x[..., None], dtype='uint8'), y.astype('int32'))
-        return gdata.DataLoader(dataset.transform_first(transformer), 128, shuffle=shuffle,
-                                num_workers=2)
+    def chapter_iter(x, y, shuffle):
+        return chapter_loader(x, y, resize, 128, shuffle, num_workers=2)
 
     results = {}
     for path in ('chapter', 'vgg'):
@@ -53,25 +48,21 @@ def run_pair(resize: int, train_samples: int, epochs: int, seed: int, data_dir: 
         net.load_parameters(params)
         trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.05})
         loss = gluon.loss.SoftmaxCrossEntropyLoss()
-        with open(os.devnull, 'w') as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                if path == 'chapter':
-                    gb.train(chapter_loader(images, labels, True),
-                             chapter_loader(test_images[:128], test_labels[:128], False),
-                             net, loss, trainer, mx.cpu(), epochs)
-                    test_iter = chapter_loader(test_images, test_labels, False)
-                    results[path] = gb.evaluate_accuracy(test_iter, net, mx.cpu())
-                else:
-                    net.hybridize(static_alloc=True, static_shape=True)
-                    train_iter = FashionMNISTIter(images, labels, 128, resize, shuffle=True,
-                                                  seed=seed)
-                    test_iter = FashionMNISTIter(test_images, test_labels, 128, resize)
-                    history = vgg.train(train_iter, test_iter, net, loss, trainer, mx.cpu(),
-                                        epochs, progress=False)
-                    results[path] = history[-1]['test_acc']
-            finally:
-                sys.stdout = stdout
+        with quiet_stdout():
+            if path == 'chapter':
+                gb.train(chapter_iter(images, labels, True),
+                         chapter_iter(test_images[:128], test_labels[:128], False),
+                         net, loss, trainer, mx.cpu(), epochs)
+                test_iter = chapter_iter(test_images, test_labels, False)
+                results[path] = gb.evaluate_accuracy(test_iter, net, mx.cpu())
+            else:
+                net.hybridize(static_alloc=True, static_shape=True)
+                train_iter = FashionMNISTIter(images, labels, 128, resize, shuffle=True,
+                                              seed=seed)
+                test_iter = FashionMNISTIter(test_images, test_labels, 128, resize)
+                history = vgg.train(train_iter, test_iter, net, loss, trainer, mx.cpu(),
+                                    epochs, progress=False)
+                results[path] = history[-1]['test_acc']
     return results
 
 

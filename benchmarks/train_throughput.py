@@ -71,9 +71,10 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
         import mxnet as mx  # before vgg: keep MXNet's default thread count, as a reader has it
     import vgg
     import mxnet as mx
-    from mxnet import gluon, init, nd
+    from mxnet import gluon, init
     from vgg.data import load_arrays
     from vgg.summary import summary
+    from chapter_pipeline import quiet_stdout
 
     arrays = load_arrays(data_dir, download=False)
     conv_arch = vgg.narrow(vgg.VGG11, 4)
@@ -85,21 +86,11 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
     trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.05})
     if case.startswith('chapter'):
         import gluonbook as gb
-        from mxnet.gluon import data as gdata
+        from chapter_pipeline import chapter_loader
 
-        # The chapter's loader, fed from the same arrays: gluon's FashionMNIST
-        # rejects Zalando's files by checksum, but yields exactly these items.
-        transformer = gdata.vision.transforms.Compose(
-            [gdata.vision.transforms.Resize(size), gdata.vision.transforms.ToTensor()])
-
-        def loader(split, shuffle):
-            images, labels = arrays[split]
-            dataset = gdata.ArrayDataset(nd.array(images[..., None], dtype='uint8'),
-                                         labels.astype('int32'))
-            return gdata.DataLoader(dataset.transform_first(transformer), batch_size,
-                                    shuffle=shuffle, num_workers=4)
-
-        train_iter, test_iter = loader('train', True), loader('test', False)
+        train_iter, test_iter = (chapter_loader(*arrays[split], size, batch_size, shuffle,
+                                                num_workers=4)
+                                 for split, shuffle in (('train', True), ('test', False)))
         train_fn, evaluate = gb.train, gb.evaluate_accuracy
     else:
         train_iter, test_iter = vgg.load_data_fashion_mnist(batch_size, resize=size,
@@ -110,12 +101,8 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
     timed = TimedBatches(train_iter, warmup, batches)
     marker = EndMarker(next(iter(test_iter)))
     kwargs = {} if case.startswith('chapter') else {'progress': False}
-    with open(os.devnull, 'w') as quiet:
-        stdout, sys.stdout = sys.stdout, quiet
-        try:
-            train_fn(timed, marker, net, loss, trainer, mx.cpu(), 1, **kwargs)
-        finally:
-            sys.stdout = stdout
+    with quiet_stdout():
+        train_fn(timed, marker, net, loss, trainer, mx.cpu(), 1, **kwargs)
     train_rate = batches * batch_size / (marker.end - timed.start)
 
     eval_batches = TimedBatches(test_iter, 1, max(2, batches // 2))

@@ -73,7 +73,11 @@ def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
 
 
 class StderrWatcher:
-    """Collects a process's stderr in a thread, so that a test can wait for a pattern."""
+    """Collects a process's stderr in a thread, so that a test can wait for a pattern.
+
+    The thread is the only reader of stderr: ``communicate`` would read it too
+    and take whatever the process wrote last away from ``text``.
+    """
 
     def __init__(self, process):
         self.text = ''
@@ -94,6 +98,14 @@ class StderrWatcher:
             time.sleep(0.05)
         raise AssertionError(f'{pattern!r} did not appear: {self.text[-2000:]}')
 
+    def finish(self, process, timeout=120):
+        """Wait for the process to end; return its stdout (stderr is then all in ``text``)."""
+        process.wait(timeout)
+        stdout = process.stdout.read()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), 'stderr was not closed'
+        return stdout
+
 
 def start_and_stop_in_epoch_2(out, data_dir, epochs, signal_number):
     """Train into ``out`` and send ``signal_number`` while epoch 2 is half done."""
@@ -105,8 +117,7 @@ def start_and_stop_in_epoch_2(out, data_dir, epochs, signal_number):
     # The progress bar shows images done in epoch 2, so epoch 1 is committed and 2 is running.
     watcher.wait_for(r'epoch 2: +\d+%\|[^|]*\| *(?!0/)(?!320/)\d+/320', process)
     process.send_signal(signal_number)
-    stdout, _ = process.communicate(timeout=120)
-    watcher._thread.join(10)
+    stdout = watcher.finish(process)
     return process.returncode, stdout, watcher.text
 
 
@@ -125,8 +136,6 @@ def test_resume_after_kill_9_counts_every_epoch_once(bigger_data, tmp_path):
     assert not [f for f in files_of(out) if f.endswith('.tmp')]
 
 
-@pytest.mark.skip(reason='flaky: the stderr watcher sometimes misses the last line under load '
-                         '(3 of 5 full CI runs); to be fixed in the test harness, not the CLI')
 def test_ctrl_c_saves_and_prints_the_resume_command(bigger_data, tmp_path):
     out = tmp_path / 'run'
     code, _, stderr = start_and_stop_in_epoch_2(out, bigger_data, 2, signal.SIGINT)
