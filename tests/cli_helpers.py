@@ -6,7 +6,8 @@ import sys
 from mxnet import gluon
 
 from conftest import REPO
-from vgg.runs import Run, RunConfig, build_net
+from vgg.model import build_net
+from vgg.runs import Run, RunConfig
 
 # A tiny, quick configuration: ratio 16, 32x32 images.
 QUICK = ['--resize', '32', '--ratio', '16', '--batch-size', '32', '--ctx', 'cpu']

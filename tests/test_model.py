@@ -1,11 +1,13 @@
+import re
+
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import nd
 from mxnet.gluon import nn
 
-from vgg.model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, check_conv_arch,
-                       conv_arch_by_name, min_input_size, narrow, vgg, vgg_block)
+from vgg.model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, build_net, check_conv_arch,
+                       check_resize, conv_arch_by_name, min_input_size, narrow, vgg, vgg_block)
 
 
 def count_params(net, input_shape):
@@ -134,3 +136,28 @@ def test_alexnet_shapes_match_the_book():
                           (1, 384, 12, 12), (1, 384, 12, 12), (1, 256, 12, 12), (1, 256, 5, 5)]
     assert shapes[-1] == (1, 10)
     assert sum(int(np.prod(p.shape)) for p in net.collect_params().values()) == 46_764_746
+
+
+def test_build_net_knows_every_shape_at_once():
+    net = build_net('vgg11', 16, 32, num_outputs=7, channels=3)
+    shapes = {name: p.shape for name, p in net.collect_params().items()}
+    assert all(0 not in shape for shape in shapes.values())
+    first_conv = [s for n, s in shapes.items() if n.endswith('weight')][0]
+    assert first_conv == (4, 3, 3, 3)  # 64 / 16 channels over 3 input channels
+    assert net(nd.zeros((2, 3, 32, 32))).shape == (2, 7)
+
+
+@pytest.mark.parametrize('arch, ratio, resize, message', [
+    ('vgg12', 4, 224, "unknown architecture 'vgg12'; choose one of vgg11, vgg13, vgg16, vgg19"),
+    ('vgg11', 4, 16, 'resize 16 is too small: 5 pooling blocks need at least 32 pixels'),
+    ('vgg11', 128, 224, 'ratio'),
+])
+def test_build_net_rejects_bad_settings(arch, ratio, resize, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_net(arch, ratio, resize)
+
+
+def test_check_resize_accepts_the_smallest_size_that_survives_pooling():
+    check_resize(VGG11, 32)
+    with pytest.raises(ValueError, match='resize 31 is too small'):
+        check_resize(VGG11, 31)

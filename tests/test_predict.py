@@ -12,7 +12,8 @@ from cli_helpers import QUICK, run_cli
 from conftest import synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
 from vgg.predict import confusion_matrix, predict_probabilities, read_image, top_classes
-from vgg.runs import Run, build_net
+from vgg.model import build_net
+from vgg.runs import Run
 from vgg.training import evaluate_accuracy
 
 IMAGES, LABELS = synthetic_split(8, seed=0)

@@ -18,11 +18,11 @@ from .distributed import Worker, join, make_trainer, train_worker  # noqa: E402
 from .export import export_onnx, export_symbol  # noqa: E402
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
 from .launcher import launch, plan  # noqa: E402
-from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet,  # noqa: E402
+from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net,  # noqa: E402
                     conv_arch_by_name, narrow, vgg, vgg_block)
-from .predict import confusion_matrix, plot_confusion, predict_probabilities, read_image  # noqa: E402
-from .plots import plot_history, show_predictions  # noqa: E402
-from .runs import Run, RunConfig, atomic_write, build_net  # noqa: E402
+from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
+from .plots import plot_confusion, plot_history, show_predictions  # noqa: E402
+from .runs import Run, RunConfig, atomic_write  # noqa: E402
 from .summary import LayerRow, Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 

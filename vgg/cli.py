@@ -25,11 +25,10 @@ from .devices import parse_ctx
 from .distributed import KVSTORES, Worker, join, make_trainer, train_worker
 from .export import export_onnx, export_symbol
 from .launcher import launch, read_hosts
-from .model import CONV_ARCHS
-from .predict import (confusion_matrix, plot_confusion, predict_probabilities, read_image,
-                      top_classes)
-from .runs import (CHANNELS, CONFIG, CONFUSION, EXPORT, NUM_CLASSES, Run, RunConfig, build_net,
-                   save_figure)
+from .model import CHANNELS, CONV_ARCHS, NUM_CLASSES, build_net
+from .plots import plot_confusion
+from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
+from .runs import CONFIG, CONFUSION, EXPORT, Run, RunConfig, save_figure
 from .summary import summary
 
 DEFAULTS = RunConfig()

@@ -18,7 +18,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from .runs import CHANNELS, atomic_write
+from .model import CHANNELS
+from .runs import atomic_write
 
 STEM = 'vgg'
 INPUT = 'data'  # the input's name in the symbol file and the ONNX graph

@@ -7,8 +7,10 @@ Image Recognition", are given in that form.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import mxnet as mx
+from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 ConvArch = Tuple[Tuple[int, int], ...]
@@ -21,6 +23,8 @@ VGG16: ConvArch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 VGG19: ConvArch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
 CONV_ARCHS = {'vgg11': VGG11, 'vgg13': VGG13, 'vgg16': VGG16, 'vgg19': VGG19}
+
+NUM_CLASSES, CHANNELS = 10, 1  # Fashion-MNIST: 10 classes, grey images
 
 
 class _Sequential(nn.HybridSequential):
@@ -182,3 +186,33 @@ def check_conv_arch(conv_arch: Sequence[Tuple[int, int]]) -> ConvArch:
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'{name} must be a positive integer, got {value!r}')
+
+
+def check_resize(conv_arch: Sequence, resize: int) -> None:
+    """Raise ValueError unless ``resize`` survives every pooling block of ``conv_arch``."""
+    if resize < min_input_size(conv_arch):
+        raise ValueError(f'resize {resize} is too small: {len(conv_arch)} pooling blocks '
+                         f'need at least {min_input_size(conv_arch)} pixels')
+
+
+def build_net(arch: str, ratio: float, resize: int, num_outputs: int = NUM_CLASSES,
+              ctx: Optional[List[mx.Context]] = None,
+              channels: int = CHANNELS) -> gluon.HybridBlock:
+    """The narrowed VGG network, Xavier-initialised on ``ctx`` with every shape known.
+
+    A forward pass on a zero batch fixes the shapes, so that loading parameters
+    of another configuration fails on the spot instead of later, inside MXNet.
+
+    Raises
+    ------
+    ValueError
+        If the architecture is unknown, the ratio leaves a block without channels
+        or ``resize`` is too small for the pooling blocks.
+    """
+    conv_arch = narrow(conv_arch_by_name(arch), ratio)
+    check_resize(conv_arch, resize)
+    ctx = ctx or [mx.cpu()]
+    net = vgg(conv_arch, num_outputs)
+    net.initialize(init.Xavier(), ctx=ctx)
+    net(nd.zeros((1, channels, resize, resize), ctx=ctx[0]))
+    return net

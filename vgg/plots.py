@@ -1,4 +1,4 @@
-"""Figures for the chapter: learning curves and predictions on test images."""
+"""Figures for the chapter: learning curves, predictions on test images, confusion matrices."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from mxnet import gluon, nd
 
-from .data import get_fashion_mnist_labels
+from .data import TEXT_LABELS, get_fashion_mnist_labels
 
 
 def plot_history(history: Sequence[dict], title: Optional[str] = None):
@@ -54,5 +54,23 @@ def show_predictions(net: gluon.Block, X: nd.NDArray, y: nd.NDArray, num_rows: i
         ax.axis('off')
     for ax in np.ravel(axes)[count:]:
         ax.axis('off')
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str] = TEXT_LABELS, title: str = ''):
+    """The confusion matrix as a heat map of row fractions with the counts; returns the Figure."""
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha='center', va='center', fontsize=7,
+                color='white' if fractions[row, col] > 0.5 else 'black')
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class')
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label='fraction of the true class')
     fig.tight_layout()
     return fig

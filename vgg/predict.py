@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Iterable, List, Sequence, Tuple
 
-import matplotlib.pyplot as plt
 import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
@@ -89,21 +88,3 @@ def top_classes(probabilities: Sequence[float], k: int) -> List[Tuple[str, float
     """The ``k`` most probable ``(class name, probability)`` pairs, most probable first."""
     order = np.argsort(probabilities)[::-1][:k]
     return [(TEXT_LABELS[i], float(probabilities[i])) for i in order]
-
-
-def plot_confusion(matrix: np.ndarray, labels: Sequence[str] = TEXT_LABELS, title: str = ''):
-    """The confusion matrix as a heat map of row fractions with the counts; returns the Figure."""
-    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    image = ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
-    for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, str(count), ha='center', va='center', fontsize=7,
-                color='white' if fractions[row, col] > 0.5 else 'black')
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel('predicted class')
-    ax.set_ylabel('true class')
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label='fraction of the true class')
-    fig.tight_layout()
-    return fig

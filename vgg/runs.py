@@ -26,20 +26,18 @@ import os
 import pickle
 import shutil
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 import matplotlib.pyplot as plt
 import mxnet as mx
 import numpy as np
-from mxnet import gluon, init, nd
+from mxnet import gluon
 
-from .data import TEXT_LABELS
-from .model import conv_arch_by_name, min_input_size, narrow, vgg
+from .model import build_net, check_resize, conv_arch_by_name, narrow
 from .plots import plot_history
 
 CONFIG, METRICS, CURVES, CHECKPOINTS = 'config.json', 'metrics.jsonl', 'history.png', 'checkpoints'
 CONFUSION, EXPORT = 'confusion.png', 'export'
-NUM_CLASSES, CHANNELS = len(TEXT_LABELS), 1  # Fashion-MNIST: 10 classes, grey images
 _TEMP_SUFFIX = '.tmp'
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -151,36 +149,6 @@ def _check_number(name: str, value: Any, kinds) -> None:
     if not value <= _FLOAT32_MAX:
         raise ValueError(f'{name} {value!r} is too large '
                          f'(float32 holds at most {_FLOAT32_MAX:.3g})')
-
-
-def check_resize(conv_arch: Sequence, resize: int) -> None:
-    """Raise ValueError unless ``resize`` survives every pooling block of ``conv_arch``."""
-    if resize < min_input_size(conv_arch):
-        raise ValueError(f'resize {resize} is too small: {len(conv_arch)} pooling blocks '
-                         f'need at least {min_input_size(conv_arch)} pixels')
-
-
-def build_net(arch: str, ratio: float, resize: int, num_outputs: int = NUM_CLASSES,
-              ctx: Optional[List[mx.Context]] = None,
-              channels: int = CHANNELS) -> gluon.HybridBlock:
-    """The narrowed VGG network, Xavier-initialised on ``ctx`` with every shape known.
-
-    A forward pass on a zero batch fixes the shapes, so that loading parameters
-    of another configuration fails on the spot instead of later, inside MXNet.
-
-    Raises
-    ------
-    ValueError
-        If the architecture is unknown, the ratio leaves a block without channels
-        or ``resize`` is too small for the pooling blocks.
-    """
-    conv_arch = narrow(conv_arch_by_name(arch), ratio)
-    check_resize(conv_arch, resize)
-    ctx = ctx or [mx.cpu()]
-    net = vgg(conv_arch, num_outputs)
-    net.initialize(init.Xavier(), ctx=ctx)
-    net(nd.zeros((1, channels, resize, resize), ctx=ctx[0]))
-    return net
 
 
 class Run:

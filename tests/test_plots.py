@@ -1,0 +1,80 @@
+"""The figures: learning curves, prediction grids and confusion matrices, read back from matplotlib."""
+import matplotlib
+
+matplotlib.use('Agg')
+
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from mxnet import gluon, nd  # noqa: E402
+
+from vgg.data import TEXT_LABELS  # noqa: E402
+from vgg.plots import plot_confusion, plot_history, show_predictions  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close('all')
+
+
+HISTORY = [{'epoch': 1, 'loss': 0.9, 'train_acc': 0.66, 'test_acc': 0.83},
+           {'epoch': 2, 'loss': 0.4, 'train_acc': 0.85, 'test_acc': 0.87},
+           {'epoch': 3, 'loss': 0.3, 'train_acc': 0.89, 'test_acc': 0.90}]
+
+
+def test_plot_history_draws_loss_and_both_accuracies_per_epoch():
+    fig = plot_history(HISTORY, title='run')
+    ax_loss, ax_acc = fig.axes
+    (loss,) = ax_loss.get_lines()
+    assert list(loss.get_xdata()) == [1, 2, 3] and list(loss.get_ydata()) == [0.9, 0.4, 0.3]
+    train, test = ax_acc.get_lines()
+    assert list(train.get_ydata()) == [0.66, 0.85, 0.89]
+    assert list(test.get_ydata()) == [0.83, 0.87, 0.90]
+    assert fig._suptitle.get_text() == 'run'
+
+
+def test_plot_history_needs_an_epoch():
+    with pytest.raises(ValueError, match='at least one epoch'):
+        plot_history([])
+
+
+class FixedClassifier(gluon.Block):
+    """Predicts class ``i % 10`` for the ``i``-th image of a batch."""
+
+    def forward(self, X):
+        scores = np.zeros((X.shape[0], 10), dtype='float32')
+        scores[np.arange(X.shape[0]), np.arange(X.shape[0]) % 10] = 1
+        return nd.array(scores)
+
+
+def test_show_predictions_titles_predicted_over_true_and_marks_mistakes_red():
+    X = nd.zeros((5, 1, 28, 28))
+    y = nd.array([0, 1, 5, 3, 9])  # images 2 and 4 are predicted as 2 and 4: wrong
+    fig = show_predictions(FixedClassifier(), X, y, num_rows=2, num_cols=3)
+    titles = [ax.title for ax in fig.axes]
+    assert [t.get_text() for t in titles[:5]] == [
+        f'{TEXT_LABELS[p]}\n{TEXT_LABELS[t]}' for p, t in zip(range(5), [0, 1, 5, 3, 9])]
+    red = [mcolors.same_color(t.get_color(), 'red') for t in titles[:5]]
+    assert red == [False, False, True, False, True]
+    assert titles[5].get_text() == ''  # the unused sixth cell stays empty
+
+
+def test_show_predictions_needs_an_image():
+    with pytest.raises(ValueError, match='at least one image'):
+        show_predictions(FixedClassifier(), nd.zeros((2, 1, 28, 28)), nd.zeros((2,)), num_rows=0)
+
+
+def test_plot_confusion_shows_counts_on_row_fractions():
+    matrix = np.zeros((10, 10), dtype=int)
+    matrix[0, 0], matrix[0, 6], matrix[1, 1] = 3, 1, 4
+    fig = plot_confusion(matrix, title='test set')
+    ax = fig.axes[0]
+    fractions = ax.images[0].get_array()
+    assert fractions[0, 0] == pytest.approx(0.75) and fractions[0, 6] == pytest.approx(0.25)
+    assert fractions[2].sum() == 0  # a class with no images is an empty row, not a division by 0
+    counts = {(t.get_position()[1], t.get_position()[0]): t.get_text() for t in ax.texts}
+    assert counts[(0, 0)] == '3' and counts[(0, 6)] == '1' and counts[(1, 1)] == '4'
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(TEXT_LABELS)
+    assert ax.get_title() == 'test set'
