@@ -249,10 +249,13 @@ def save_initial_parameters(directory) -> gluon.Block:
     return net
 
 
-def test_two_workers_keep_identical_parameters_equal_to_one_process(tmp_path):
+@pytest.mark.parametrize('start', ['same', 'own'])
+def test_two_workers_keep_identical_parameters_equal_to_one_process(tmp_path, start):
+    # 'own': worker 1 draws its own start, and must be given worker 0's before its first step.
     save_initial_parameters(tmp_path)
     result = run_cli('launch', '-n', 2, '-s', 1, '--timeout', JOB_TIMEOUT, '--',
-                     sys.executable, WORKER, tmp_path, timeout=JOB_TIMEOUT + 30)
+                     sys.executable, WORKER, tmp_path, dist_worker.EPOCHS, start,
+                     timeout=JOB_TIMEOUT + 30)
     assert result.returncode == 0, result.stderr
     assert_all_ended(result.stderr)
     # Only worker 0 prints: once the device line, once each epoch line.

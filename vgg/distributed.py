@@ -135,15 +135,24 @@ def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker()) -> gluo
 
 
 def broadcast_parameters(trainer: gluon.Trainer) -> None:
-    """Give every worker worker 0's parameters now, before any gradient is computed.
+    """Give every worker worker 0's parameters now, and wait until each has them.
 
-    A trainer copies worker 0's parameters to all workers when it first uses its
-    kvstore.  In its first ``step`` that is too late: the other workers' first
-    gradients would be taken at their own initial parameters.  ``allreduce_grads``
-    is the public call that makes the copy; it also sums the gradients once,
-    which are zero now and overwritten by the first backward pass.
+    A trainer copies worker 0's parameters to all workers when it first uses
+    its kvstore (an init and a pull per parameter).  Left to the first ``step``
+    that is too late: the other workers' first gradients would be taken at
+    their own initial parameters.  It is also unsafe in ``allreduce_grads``:
+    MXNet 1.9.1 issues that pull and the push of the gradients under the same
+    key without ordering them, and with ``update_on_kvstore=False`` the server
+    replaces the key's value by the summed gradients; a slow pull then brings
+    back gradients instead of parameters (seen under load: a worker started
+    from zeros).  So the trainer's own initialisers run here (private in 1.9.1,
+    nothing public does only this) and every pull completes before any push.
     """
-    trainer.allreduce_grads()
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    nd.waitall()
 
 
 def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net: gluon.Block,
