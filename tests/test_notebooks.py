@@ -79,3 +79,24 @@ def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch):
     assert len(EPOCH_LINE.findall(text)) == 3
     assert re.search(r'VGG-11  test acc [\d.]+, [\d.]+ sec.*\nVGG-16  test acc', text)
 
+
+def committed(name):
+    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == 'code']
+    assert all(cell.execution_count for cell in code), f'{name}: a cell was not run'
+    assert not [out for cell in code for out in cell.outputs if out.output_type == 'error']
+    return stream_text(nb)
+
+
+def test_committed_chapter_notebook_holds_one_full_run():
+    text = committed('vgg.ipynb')
+    epochs = EPOCH_LINE.findall(text)
+    assert [epoch for epoch, _ in epochs] == ['1', '2', '3'], text[-2000:]
+    assert float(epochs[-1][1]) > 0.1  # better than chance over 10 classes
+    assert 'resize: 224 | training images: 60000' in text and re.search(r'device: \w+\(\d\)', text)
+    # The saved record (which exercise 2 reads) is that same run.
+    with open(CHAPTER_RUN) as f:
+        run = json.load(f)
+    assert (run['resize'], run['batch_size'], run['lr'], run['ratio']) == (224, 128, 0.05, 4)
+    assert ['%.3f' % h['test_acc'] for h in run['history']] == [acc for _, acc in epochs]
+

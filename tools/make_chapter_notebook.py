@@ -90,6 +90,9 @@ if not QUICK:
         json.dump({'device': str(ctx), 'processor': platform.processor() or platform.machine(),
                    'cpu_count': os.cpu_count(), 'resize': resize, 'batch_size': batch_size,
                    'lr': lr, 'ratio': ratio, 'seed': 0, 'history': history}, f, indent=1)"""),
+    new_markdown_cell("""上面保存的输出来自项目的 2 核 AMD EPYC CPU（只有 AVX2），没有 GPU。前两轮训练时机器上同时还在运行测试等其他任务，
+所以偏慢；第 3 轮受干扰最少，约 31 分钟，更接近这台机器独占时的速度。有 GPU 时 `try_gpu()` 会自动选用它（本项目这次没有 GPU 可用，没有测过 GPU 上的耗时）。
+训练进度条是 Jupyter 控件，只有在能显示控件的界面里（如 JupyterLab）才会显示最终进度；纯文本渲染下看到的是它刚创建时的 0%。"""),
     new_markdown_cell("""## 学习曲线与预测结果
 
 左图画出每轮的平均训练损失，右图画出训练集和测试集上的准确率。再下面是测试集的前 18 张图，
