@@ -100,3 +100,9 @@ def test_committed_chapter_notebook_holds_one_full_run():
     assert (run['resize'], run['batch_size'], run['lr'], run['ratio']) == (224, 128, 0.05, 4)
     assert ['%.3f' % h['test_acc'] for h in run['history']] == [acc for _, acc in epochs]
 
+
+def test_committed_exercises_notebook_holds_its_full_run():
+    text = committed('vgg-exercises.ipynb')
+    assert re.search(r'^\s+96\s+\d\.\d{3}.*this notebook$', text, re.M)
+    assert re.search(r'^\s+224\s+\d\.\d{3}.*vgg\.ipynb', text, re.M)
+    assert len(EPOCH_LINE.findall(text)) == 4  # 96 for three epochs, then VGG-16 for one
