@@ -20,12 +20,12 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .data import TEXT_LABELS, load_data_fashion_mnist
+from .data import NUM_CLASSES, TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES, Worker, join, make_trainer, train_worker
 from .export import export_onnx, export_symbol
 from .launcher import launch, read_hosts
-from .model import CHANNELS, CONV_ARCHS, NUM_CLASSES, build_net
+from .model import CHANNELS, CONV_ARCHS, build_net
 from .plots import plot_confusion
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
 from .runs import CONFIG, CONFUSION, EXPORT, Run, RunConfig, save_figure

@@ -50,7 +50,7 @@ DATA_DIR_ENV = 'VGG_DATA_DIR'
 MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
-_NUM_CLASSES = 10
+NUM_CLASSES = len(TEXT_LABELS)
 
 
 class DataError(ValueError):
@@ -135,7 +135,7 @@ def read_idx(path: str) -> np.ndarray:
         raise DataError(f'{path}: header says {count} items ({expected} bytes) '
                         f'but the data has {len(data)} bytes; the file is truncated or corrupt')
     array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
-    if magic == _LABEL_MAGIC and count and array.max() >= _NUM_CLASSES:
+    if magic == _LABEL_MAGIC and count and array.max() >= NUM_CLASSES:
         raise DataError(f'{path}: label {int(array.max())} is outside 0..9')
     return array
 

@@ -13,6 +13,8 @@ import mxnet as mx
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
+from .data import NUM_CLASSES
+
 ConvArch = Tuple[Tuple[int, int], ...]
 
 # Table 1 of the paper, column by column (A, B, D, E); the 1x1 convolutions of
@@ -24,7 +26,7 @@ VGG19: ConvArch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
 CONV_ARCHS = {'vgg11': VGG11, 'vgg13': VGG13, 'vgg16': VGG16, 'vgg19': VGG19}
 
-NUM_CLASSES, CHANNELS = 10, 1  # Fashion-MNIST: 10 classes, grey images
+CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are data.NUM_CLASSES
 
 
 class _Sequential(nn.HybridSequential):
