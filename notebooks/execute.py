@@ -4,6 +4,10 @@
 
 Without OUTPUT the notebook is rewritten in place.  Set VGG_QUICK=1 for the
 quick mode the tests use.
+
+It runs the .ipynb, whose cells come from its paired MyST source
+notebooks/NAME.md (the file to edit): after editing the .md, run
+`jupytext --sync notebooks/NAME.ipynb` first, or the old cells are executed.
 """
 import os
 import sys

@@ -12,27 +12,30 @@ if 'OMP_NUM_THREADS' not in _os.environ:
                        'import vgg first or set OMP_NUM_THREADS', RuntimeWarning, stacklevel=2)
     _os.environ['OMP_NUM_THREADS'] = str(_os.cpu_count() or 1)
 
+from .config import RunConfig  # noqa: E402
 from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E402
                    load_data_fashion_mnist)
-from .distributed import Worker, join, make_trainer, train_worker  # noqa: E402
-from .export import export_onnx, export_symbol  # noqa: E402
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
-from .launcher import launch, plan  # noqa: E402
+from .export import export_onnx, export_symbol  # noqa: E402
+from .fit import fit, load_net  # noqa: E402
+from .launcher import launch  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net,  # noqa: E402
-                    conv_arch_by_name, narrow, vgg, vgg_block)
-from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
+                    narrow, vgg, vgg_block)
 from .plots import plot_confusion, plot_history, show_predictions  # noqa: E402
-from .runs import Run, RunConfig, atomic_write  # noqa: E402
-from .summary import LayerRow, Summary, measure_step, summary  # noqa: E402
+from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
+from .runs import Run  # noqa: E402
+from .summary import Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 
 __version__ = '0.1.0'
 
-__all__ = ['DataError', 'TEXT_LABELS', 'get_fashion_mnist_labels', 'load_data_fashion_mnist',
-           'export_onnx', 'export_symbol', 'parse_ctx', 'try_all_gpus', 'try_gpu',
-           'CONV_ARCHS', 'VGG11', 'VGG13', 'VGG16', 'VGG19', 'alexnet', 'conv_arch_by_name',
-           'narrow', 'vgg', 'vgg_block', 'confusion_matrix', 'plot_confusion',
-           'predict_probabilities', 'read_image', 'plot_history', 'show_predictions', 'Run',
-           'RunConfig', 'atomic_write', 'build_net', 'LayerRow', 'Summary', 'measure_step',
-           'summary', 'evaluate_accuracy', 'train', 'Worker', 'join', 'make_trainer',
-           'train_worker', 'launch', 'plan']
+# The chapter's names (gluonbook's, for `import vgg as gb`), then this package's extras;
+# README.md's "API" section lists both.  Everything else is in the submodules.
+CHAPTER_API = ['vgg_block', 'vgg', 'try_gpu', 'try_all_gpus', 'load_data_fashion_mnist',
+               'get_fashion_mnist_labels', 'train', 'evaluate_accuracy']
+__all__ = CHAPTER_API + [
+    'VGG11', 'VGG13', 'VGG16', 'VGG19', 'CONV_ARCHS', 'narrow', 'alexnet', 'build_net',
+    'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
+    'summary', 'Summary', 'measure_step', 'plot_history', 'show_predictions', 'plot_confusion',
+    'predict_probabilities', 'read_image', 'confusion_matrix', 'export_symbol', 'export_onnx',
+    'launch']

@@ -8,9 +8,8 @@ is exit code 130.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import difflib
 import os
-import random
 import shlex
 import sys
 from typing import Any, Dict, List, Optional
@@ -18,22 +17,21 @@ from typing import Any, Dict, List, Optional
 import matplotlib
 import mxnet as mx
 import numpy as np
-from mxnet import gluon
 
+from .config import RunConfig, check_positive
 from .data import NUM_CLASSES, TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
-from .distributed import KVSTORES, Worker, join, make_trainer, train_worker
+from .distributed import KVSTORES
 from .export import export_onnx, export_symbol
+from .fit import Interrupted, fit, load_net
 from .launcher import launch, read_hosts
 from .model import CHANNELS, CONV_ARCHS, build_net
-from .plots import plot_confusion
+from .plots import plot_confusion, save_figure
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
-from .runs import CONFIG, CONFUSION, EXPORT, Run, RunConfig, save_figure
+from .runs import CONFUSION, EXPORT, Run
 from .summary import summary
 
 DEFAULTS = RunConfig()
-# Settings of a run that --resume takes from the run directory; epochs may grow.
-FIXED_ON_RESUME = ('arch', 'ratio', 'resize', 'batch_size', 'lr', 'seed', 'max_samples')
 INVERT_HELP = ('Fashion-MNIST shows a light object on a black background, and images are '
                'used as they are: pass --invert for a dark object on a light background '
                '(most photos)')
@@ -42,12 +40,12 @@ INVERT_HELP = ('Fashion-MNIST shows a light object on a black background, and im
 def _positive(kind):
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f'must be positive, got {text}')
-        return value
+            return check_positive('the value', kind(text), kind)
+        except ValueError as err:
+            if 'must be positive' in str(err):
+                raise argparse.ArgumentTypeError(f'must be positive, got {text}') from None
+            raise argparse.ArgumentTypeError(f'{text!r} is not a positive {kind.__name__} '
+                                             f'within range') from None
     return parse
 
 
@@ -183,104 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def seed_everything(seed: int) -> None:
-    """Seed MXNet, numpy and Python's random module."""
-    mx.random.seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def _given(args: argparse.Namespace) -> Dict[str, Any]:
     return {name: getattr(args, name) for name in RunConfig.__dataclass_fields__
             if getattr(args, name) is not None}
 
 
-def _resumed_config(run: Run, args: argparse.Namespace, write: bool = True) -> RunConfig:
-    config = run.config()
-    for name, value in _given(args).items():
-        if name in FIXED_ON_RESUME and value != getattr(config, name):
-            raise ValueError(f'--{name.replace("_", "-")} {value} conflicts with the run\'s '
-                             f'{name} {getattr(config, name)} ({run.file(CONFIG)}); '
-                             'drop the flag to resume, or start a new run')
-    if args.epochs is not None and args.epochs != config.epochs:
-        config = (run.set_epochs(args.epochs) if write
-                  else dataclasses.replace(config, epochs=args.epochs))
-    return config
-
-
-def _resume_command(run: Run, args: argparse.Namespace) -> str:
+def _resume_command(run_dir: str, args: argparse.Namespace) -> str:
     prog = ['vgg'] if os.path.basename(sys.argv[0]) == 'vgg' else [sys.executable, '-m', 'vgg']
     ctx = [] if args.ctx == 'auto' else ['--ctx', args.ctx]
-    return shlex.join(prog + ['train', '--resume', '--out', run.path] + ctx)
+    return shlex.join(prog + ['train', '--resume', '--out', run_dir] + ctx)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``vgg train``: train, saving into and resuming from ``--out``; returns the exit code."""
-    run = Run(args.out) if args.out else None
-    if args.resume and run is None:
-        raise ValueError('--resume needs --out DIR, the run directory to continue')
-    worker = join(args.kvstore)
-    # Only worker 0 writes the run directory; the other workers of a job read it to
-    # resume (its checkpoint and configuration), and otherwise leave it alone.
-    chief = worker.rank == 0
-    if not (chief or args.resume):
-        run = None
-    config = _resumed_config(run, args, chief) if args.resume else RunConfig(**_given(args))
-    if run is not None and chief:
-        run.prepare('keep' if args.resume else 'overwrite' if args.force else 'refuse')
-    done = len(run.history()) if args.resume else 0
-    if done >= config.epochs:
-        print(f'{run.path}: all {config.epochs} epochs are done; pass --epochs N to train on')
-        return 0
+    """``vgg train``: :func:`vgg.fit` with the flags; returns the exit code."""
     try:
-        _train(run, config, done, args, worker)
-    except KeyboardInterrupt:
-        if run is None:
-            saved = 'nothing was saved (train with --out DIR to be able to resume)'
-        elif run.exists():
-            saved = f'{_saved(run, config)}; resume with: {_resume_command(run, args)}'
-        else:
-            saved = 'nothing was saved yet'
+        fit(_given(args), args.out, resume=args.resume, force=args.force,
+            ctx=None if args.ctx == 'auto' else args.ctx, data_dir=args.data_dir,
+            kvstore=args.kvstore, progress=not args.no_progress)
+    except Interrupted as stop:
+        message = stop.message()
+        if stop.run is not None and stop.run.exists():
+            message += f'; resume with: {_resume_command(stop.run.path, args)}'
         # Ctrl-C can land while the progress bar is mid-line: start the message on a new one.
-        print(f'\nvgg: interrupted; {saved}', file=sys.stderr)
+        print(f'\nvgg: interrupted; {message}', file=sys.stderr)
         return 130
-    except FloatingPointError as err:
-        if run is None:
-            raise
-        raise FloatingPointError(f'{err}; {_saved(run, config)}') from None
     return 0
-
-
-def _saved(run: Run, config: RunConfig) -> str:
-    return f'{len(run.history())} of {config.epochs} epochs are saved in {run.path}'
-
-
-def _train(run: Optional[Run], config: RunConfig, done: int, args: argparse.Namespace,
-           worker: Worker) -> None:
-    ctx = parse_ctx(args.ctx)
-    data_dir = args.data_dir or (run.data_dir() if args.resume else None)
-    # A resumed run must not replay the first epochs' shuffling and dropout,
-    # and each worker of a job shuffles its shard and drops units its own way.
-    seed = None if config.seed is None else config.seed + done + worker.rank
-    if seed is not None:
-        seed_everything(seed)
-    train_iter, test_iter = load_data_fashion_mnist(
-        worker.local_batch_size(config.batch_size), resize=config.resize, root=data_dir,
-        ctx=ctx[0], max_samples=config.max_samples, seed=seed,
-        num_parts=worker.num_workers, part_index=worker.rank)
-    net = build_net(config.arch, config.ratio, config.resize, ctx=ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = make_trainer(net, config.lr, worker)
-    if run is not None and args.resume:
-        epoch = run.restore(net, trainer, ctx)
-        if worker.rank == 0:
-            print(f'resuming {run.path} after epoch {epoch} of {config.epochs}')
-    elif run is not None:
-        run.start(config, data_dir)
-    on_epoch_end = run.saver(net, trainer) if run is not None else None
-    train_worker(worker, train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
-                 trainer, ctx[0] if len(ctx) == 1 else ctx, config.epochs - done,
-                 progress=not args.no_progress, start_epoch=done, on_epoch_end=on_epoch_end)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -295,7 +220,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     config = run.config()
     ctx = parse_ctx(args.ctx)[0]
-    net = run.load_net([ctx])
+    net = load_net(run.path, ctx)
     _, test_iter = load_data_fashion_mnist(
         args.batch_size, resize=config.resize, root=args.data_dir or run.data_dir(), ctx=ctx,
         max_samples=args.max_samples or config.max_samples)
@@ -319,7 +244,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images = np.stack([read_image(path, args.invert) for path in args.images])
     run = Run(args.run_dir)
     ctx = parse_ctx(args.ctx)[0]
-    probabilities = predict_probabilities(run.load_net([ctx]), images, run.config().resize, ctx)
+    probabilities = predict_probabilities(load_net(run.path, ctx), images, run.config().resize,
+                                          ctx)
     for path, p in zip(args.images, probabilities):
         top = top_classes(p, args.top)
         print(f'{path}: ' + ', '.join(f'{name} {probability:.3f}' for name, probability in top))
@@ -330,7 +256,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``vgg export``: symbol + parameters and ONNX, each checked against the network."""
     run = Run(args.run_dir)
     resize = run.config().resize
-    net = run.load_net([mx.cpu()])
+    net = load_net(run.path, mx.cpu())
     directory = run.file(EXPORT)
     symbol = export_symbol(net, resize, directory)
     print(f"symbol: {symbol['symbol']} {symbol['params']} (reloaded with SymbolBlock.imports: "
@@ -361,9 +287,15 @@ COMMANDS = {'train': cmd_train, 'summary': cmd_summary, 'evaluate': cmd_evaluate
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line; returns the exit code (0, 2 for a bad input, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and not argv[0].startswith('-') and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+        parser.error(f"unknown command '{argv[0]}'{hint}; the commands are "
+                     f"{', '.join(COMMANDS)}")
     if not argv or argv[0] not in tuple(COMMANDS) + ('-h', '--help'):
         argv.insert(0, 'train')
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     matplotlib.use('Agg')  # figures go to files only, also on machines without a display
     try:
         return COMMANDS[args.command](args)

@@ -150,18 +150,31 @@ def _check_split(paths: Tuple[str, str], images: np.ndarray, labels: np.ndarray)
                         f'{len(labels)} labels; the two files do not belong together')
 
 
-def load_arrays(root: Optional[str] = None, download: bool = True,
-                mirror: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Both splits as uint8 arrays: ``{'train': (images, labels), 'test': (images, labels)}``.
-
-    Looks in :func:`candidate_dirs`; if no directory holds all four files and
-    ``download`` is true, downloads them into the first candidate directory.
-    """
+def _locate_files(root: Optional[str], download: bool, mirror: Optional[str]) -> Dict[str, str]:
     paths = find_files(root)
     if paths is None:
         if not download:
             raise DataError(_missing_message(root, None, mirror))
         paths = download_fashion_mnist(candidate_dirs(root)[0], mirror=mirror)
+    return paths
+
+
+def locate(root: Optional[str] = None, download: bool = True,
+           mirror: Optional[str] = None) -> str:
+    """The folder the data is read from: the first of :func:`candidate_dirs` that holds all
+    four files; if none does and ``download`` is true, the first candidate, after
+    downloading them into it.
+    """
+    return os.path.dirname(_locate_files(root, download, mirror)[FILE_NAMES[0]])
+
+
+def load_arrays(root: Optional[str] = None, download: bool = True,
+                mirror: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Both splits as uint8 arrays: ``{'train': (images, labels), 'test': (images, labels)}``.
+
+    The files are those of :func:`locate`.
+    """
+    paths = _locate_files(root, download, mirror)
     arrays = {}
     for split, (image_name, label_name) in SPLITS.items():
         pair = (paths[image_name], paths[label_name])
@@ -280,6 +293,7 @@ class FashionMNISTIter:
         self.batch_size, self.resize, self.shuffle = batch_size, resize, shuffle
         self.ctx = ctx or mx.cpu()
         self._rng = np.random.RandomState(seed)
+        self.data_dir: Optional[str] = None  # the folder the images came from, when known
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -362,9 +376,11 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
     Returns
     -------
     (FashionMNISTIter, FashionMNISTIter)
-        Shuffled training batches and unshuffled test batches.
+        Shuffled training batches and unshuffled test batches; their
+        ``data_dir`` is the folder the files were read from.
     """
-    arrays = load_arrays(root, download=download)
+    data_dir = locate(root, download=download)
+    arrays = load_arrays(data_dir, download=False)
     if max_samples is not None and (isinstance(max_samples, bool)
                                     or not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f'max_samples must be a positive integer or None, got {max_samples!r}')
@@ -378,6 +394,7 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
                                  'images, one each; raise max_samples')
         iters.append(FashionMNISTIter(images, labels, batch_size, resize,
                                       shuffle=split == 'train', ctx=ctx, seed=seed))
+        iters[-1].data_dir = data_dir
     return iters[0], iters[1]
 
 

@@ -1,7 +1,10 @@
 """Choosing where to compute: GPUs when they work, else the CPU."""
 from __future__ import annotations
 
-from typing import List
+import os
+import platform
+import sys
+from typing import Any, Dict, List, Sequence
 
 import mxnet as mx
 from mxnet import nd
@@ -10,7 +13,11 @@ _MAX_GPUS = 16
 
 
 def _gpu_works(index: int) -> bool:
+    # Asking for the count first keeps a CPU build quiet: allocating on a GPU there
+    # logs "GPU support is disabled" on stderr, into every error and notebook.
     try:
+        if index >= mx.context.num_gpus():
+            return False
         nd.zeros((1,), ctx=mx.gpu(index)).wait_to_read()
     except mx.base.MXNetError:
         return False
@@ -70,3 +77,36 @@ def parse_ctx(spec: str) -> List[mx.Context]:
         raise ValueError(f'GPU {broken[0]} does not work (spec {spec!r}); check nvidia-smi '
                          'and that an mxnet-cuXXX wheel is installed')
     return [mx.gpu(i) for i in ids]
+
+
+def _cpu() -> Dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name':
+                    model = value.strip()
+                elif key.strip() == 'flags':
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:  # not Linux: the model from platform, no ISA flags
+        pass
+    isa = [name for name in ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile')
+           if name in flags]
+    return {'cpu': model, 'isa': isa, 'cores': os.cpu_count()}
+
+
+def environment(ctx: Sequence[mx.Context] = ()) -> Dict[str, Any]:
+    """Where and with what a run computes: devices, CPU model and ISA, package versions.
+
+    Recorded in every run directory, since speed (and, for a few operators,
+    the last bits of the results) depends on them.
+    """
+    import numpy
+    from . import __version__
+    return dict(ctx=[str(c) for c in ctx], **_cpu(),
+                omp_num_threads=os.environ.get('OMP_NUM_THREADS'),
+                versions={'python': sys.version.split()[0], 'mxnet': mx.__version__,
+                          'numpy': numpy.__version__, 'vgg': __version__})

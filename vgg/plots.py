@@ -8,23 +8,48 @@ import numpy as np
 from mxnet import gluon, nd
 
 from .data import TEXT_LABELS, get_fashion_mnist_labels
+from .runs import atomic_write
+
+
+def save_figure(fig, path: str) -> None:
+    """Atomically save a matplotlib figure as PNG, then close it."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def plot_history(history: Sequence[dict], title: Optional[str] = None):
-    """Loss and train/test accuracy per epoch, side by side; returns the matplotlib Figure."""
+    """Learning curves: loss and train/test accuracy; returns the matplotlib Figure.
+
+    Epochs that carry a finer history (``points``, see :func:`vgg.train`) are
+    drawn from it, many points per epoch; the epoch means are drawn as markers
+    on top, and the test accuracy once per epoch.
+    """
     if not history:
         raise ValueError('plot_history needs at least one epoch of history')
     epochs = [h['epoch'] for h in history]
+    points = [p for h in history for p in h.get('points') or ()]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(epochs, [h['loss'] for h in history], 'o-', label='train loss')
-    ax_loss.set_xlabel('epoch')
+    if points:
+        x = [p['epoch'] for p in points]
+        ax_loss.plot(x, [p['loss'] for p in points], '-', lw=1, color='C0', label='train loss')
+        ax_acc.plot(x, [p['train_acc'] for p in points], '-', lw=1, color='C0',
+                    label='train acc')
+        mean_style = {'ls': 'none', 'marker': 'o', 'color': 'C0', 'mfc': 'white'}
+        labels = ('epoch mean', 'epoch mean')
+    else:
+        mean_style = {'ls': '-', 'marker': 'o', 'color': 'C0'}
+        labels = ('train loss', 'train acc')
+    ax_loss.plot(epochs, [h['loss'] for h in history], label=labels[0], **mean_style)
+    ax_acc.plot(epochs, [h['train_acc'] for h in history], label=labels[1], **mean_style)
+    ax_acc.plot(epochs, [h['test_acc'] for h in history], 's--', color='C1', label='test acc')
     ax_loss.set_ylabel('loss')
-    ax_acc.plot(epochs, [h['train_acc'] for h in history], 'o-', label='train acc')
-    ax_acc.plot(epochs, [h['test_acc'] for h in history], 's--', label='test acc')
-    ax_acc.set_xlabel('epoch')
     ax_acc.set_ylabel('accuracy')
+    first = min([epochs[0]] + [p['epoch'] for p in points]) if points else epochs[0]
     for ax in (ax_loss, ax_acc):
-        ax.set_xticks(epochs)
+        ax.set_xlabel('epoch')
+        ax.set_xticks(range(int(first) if points else epochs[0], epochs[-1] + 1))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

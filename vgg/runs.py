@@ -2,8 +2,10 @@
 
 Layout of a run directory::
 
-    config.json          the configuration (RunConfig) and the data folder
-    metrics.jsonl        one JSON line per completed epoch (the commit record)
+    config.json          the configuration (RunConfig), the data folder the run used,
+                         and the machine and package versions of every session
+    metrics.jsonl        one JSON line per completed epoch (the commit record), with
+                         its finer history ("points")
     history.png          learning curves, redrawn after every epoch
     checkpoints/
         epoch-NNNN.params  the network's parameters after epoch NNNN (the last one only)
@@ -25,21 +27,18 @@ import json
 import os
 import pickle
 import shutil
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-import matplotlib.pyplot as plt
 import mxnet as mx
-import numpy as np
 from mxnet import gluon
 
-from .model import build_net, check_resize, conv_arch_by_name, narrow
-from .plots import plot_history
+from .config import RunConfig
 
 CONFIG, METRICS, CURVES, CHECKPOINTS = 'config.json', 'metrics.jsonl', 'history.png', 'checkpoints'
 CONFUSION, EXPORT = 'confusion.png', 'export'
 _TEMP_SUFFIX = '.tmp'
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What every metrics line holds (as numbers), besides its finer history "points".
+EPOCH_FIELDS = ('epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec')
 
 
 def _fsync_dir(directory: str) -> None:
@@ -82,75 +81,6 @@ def write_text(path: str, text: str) -> None:
     atomic_write(path, write)
 
 
-def save_figure(fig, path: str) -> None:
-    """Atomically save a matplotlib figure as PNG, then close it."""
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
-    finally:
-        plt.close(fig)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What defines a training run; the defaults are the chapter's settings.
-
-    Attributes
-    ----------
-    arch : str
-        'vgg11', 'vgg13', 'vgg16' or 'vgg19'.
-    ratio : float
-        Every block's channel count is divided by it.
-    resize : int
-        Image height and width.
-    epochs : int
-        Total number of epochs of the run.
-    batch_size : int
-        Images per batch.
-    lr : float
-        SGD learning rate.
-    seed : int, optional
-        Seed of MXNet, numpy, Python and the shuffling; None for a random run.
-    max_samples : int, optional
-        Use only the first ``max_samples`` images of each split.
-    """
-
-    arch: str = 'vgg11'
-    ratio: float = 4
-    resize: int = 224
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05
-    seed: Optional[int] = None
-    max_samples: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        for name in ('resize', 'epochs', 'batch_size'):
-            _check_number(name, getattr(self, name), int)
-        _check_number('lr', self.lr, (int, float))
-        if self.max_samples is not None:
-            _check_number('max_samples', self.max_samples, int)
-        if self.seed is not None and (isinstance(self.seed, bool)
-                                      or not isinstance(self.seed, int)):
-            raise ValueError(f'seed must be an integer, got {self.seed!r}')
-        conv_arch = narrow(conv_arch_by_name(self.arch), self.ratio)
-        check_resize(conv_arch, self.resize)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-def _check_number(name: str, value: Any, kinds) -> None:
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ValueError(f'{name} must be a number, got {value!r}')
-    if not value > 0:
-        raise ValueError(f'{name} must be positive, got {value!r}')
-    # MXNet hands settings such as the learning rate to its kernels as float32.
-    if not value <= _FLOAT32_MAX:
-        raise ValueError(f'{name} {value!r} is too large '
-                         f'(float32 holds at most {_FLOAT32_MAX:.3g})')
-
-
 class Run:
     """A run directory (see the module's docstring for its layout).
 
@@ -179,11 +109,14 @@ class Run:
     def prepare(self, existing: str = 'refuse') -> None:
         """Create the folders and check they can be written, before any work is done.
 
+        Nothing is removed here: a run to be replaced is removed by :meth:`clear`
+        once the new run is known to start.
+
         Parameters
         ----------
         existing : {'refuse', 'keep', 'overwrite'}
-            What to do with a run the folder already holds: raise, keep it (to
-            resume it), or remove its files.
+            What to do with a run the folder already holds: raise, or accept it
+            (to resume it, or to replace it).
 
         Raises
         ------
@@ -201,12 +134,10 @@ class Run:
         except OSError as err:
             raise ValueError(f'cannot write to output directory {self.path}: '
                              f'{err.strerror or err}') from None
-        if existing == 'overwrite':
-            self._clear()
         self._remove_temporaries()
 
-    def _clear(self) -> None:
-        # Only this module's own files: the folder may hold other things of the user's.
+    def clear(self) -> None:
+        """Remove the run's files; only this module's own: the folder may hold the user's."""
         for name in (CONFIG, METRICS, CURVES, CONFUSION):
             if os.path.exists(self.file(name)):
                 os.remove(self.file(name))
@@ -220,11 +151,32 @@ class Run:
             for path in glob.glob(os.path.join(folder, '.*' + _TEMP_SUFFIX)):
                 os.remove(path)
 
-    def start(self, config: RunConfig, data_dir: Optional[str] = None) -> None:
-        """Write the configuration: from now on the folder holds a run (with no epoch done)."""
-        record = dict(config.to_dict(), data_dir=data_dir and os.path.abspath(data_dir))
-        write_text(self.file(CONFIG), json.dumps(record, indent=2) + '\n')
+    def start(self, config: RunConfig, data_dir: Optional[str] = None,
+              session: Optional[Dict[str, Any]] = None) -> None:
+        """Write the configuration: from now on the folder holds a run (with no epoch done).
+
+        Parameters
+        ----------
+        config : RunConfig
+        data_dir : str, optional
+            The folder the data was read from.
+        session : dict, optional
+            Where and with what this session runs (:func:`vgg.devices.environment`).
+        """
+        record = dict(config.to_dict(), data_dir=data_dir and os.path.abspath(data_dir),
+                      sessions=[dict(session or {}, from_epoch=0)])
+        self._write_config(record)
         write_text(self.file(METRICS), '')
+
+    def add_session(self, data_dir: Optional[str], session: Dict[str, Any]) -> None:
+        """Record a resumed session: its data folder and environment (appended to ``sessions``)."""
+        record = self._read_config()
+        record['data_dir'] = data_dir and os.path.abspath(data_dir)
+        record.setdefault('sessions', []).append(dict(session, from_epoch=len(self.history())))
+        self._write_config(record)
+
+    def _write_config(self, record: Dict[str, Any]) -> None:
+        write_text(self.file(CONFIG), json.dumps(record, indent=2) + '\n')
 
     def _read_config(self) -> Dict[str, Any]:
         if not self.exists():
@@ -246,18 +198,18 @@ class Run:
         ValueError
             If there is no run, or ``config.json`` is corrupt or has invalid settings.
         """
-        record = self._read_config()
-        record.pop('data_dir', None)
         try:
-            return RunConfig(**record)
-        except TypeError as err:
-            raise ValueError(f'{self.file(CONFIG)} is corrupt ({err})') from None
+            return RunConfig.from_dict(self._read_config())
         except ValueError as err:
             raise ValueError(f'{self.file(CONFIG)}: {err}') from None
 
     def data_dir(self) -> Optional[str]:
-        """The data folder the run was trained with, if one was given."""
-        return self._read_config().get('data_dir')
+        """The data folder the run was trained with (None in runs that did not record it)."""
+        data_dir = self._read_config().get('data_dir')
+        if data_dir is not None and not isinstance(data_dir, str):
+            raise ValueError(f'{self.file(CONFIG)}: data_dir must be a folder name, '
+                             f'got {data_dir!r}')
+        return data_dir
 
     def set_epochs(self, epochs: int) -> RunConfig:
         """Change the run's total number of epochs (to train it on); returns the new config."""
@@ -268,7 +220,7 @@ class Run:
         record = self._read_config()
         config = dataclasses.replace(self.config(), epochs=epochs)
         record.update(config.to_dict())
-        write_text(self.file(CONFIG), json.dumps(record, indent=2) + '\n')
+        self._write_config(record)
         return config
 
     def history(self) -> List[Dict[str, float]]:
@@ -287,12 +239,14 @@ class Run:
             for number, line in enumerate(f, 1):
                 try:
                     stats = json.loads(line)
-                    epoch_ok = stats['epoch'] == number
+                    epoch_ok = stats['epoch'] == number and all(
+                        isinstance(stats[name], (int, float)) and not isinstance(stats[name], bool)
+                        for name in EPOCH_FIELDS)
                 except (ValueError, TypeError, KeyError):
                     epoch_ok = False
                 if not epoch_ok:
-                    raise ValueError(f'{path} is corrupt at line {number}; '
-                                     f'expected the statistics of epoch {number}')
+                    raise ValueError(f'{path} is corrupt at line {number}; expected the '
+                                     f'statistics of epoch {number} ({", ".join(EPOCH_FIELDS)})')
                 history.append(stats)
         return history
 
@@ -314,7 +268,6 @@ class Run:
         for path in self.checkpoint(epoch - 1).values():
             if os.path.exists(path):
                 os.remove(path)
-        save_figure(plot_history(history, title=os.path.basename(self.path)), self.file(CURVES))
 
     def saver(self, net: gluon.Block,
               trainer: gluon.Trainer) -> Callable[[Dict[str, float]], None]:
@@ -371,10 +324,3 @@ class Run:
             raise ValueError(f'checkpoint {path} is missing '
                              f'({METRICS} records epoch {epoch} as done)')
         return path
-
-    def load_net(self, ctx: Optional[List[mx.Context]] = None) -> gluon.HybridBlock:
-        """The trained network of the last completed epoch, built from ``config.json``."""
-        config = self.config()
-        net = build_net(config.arch, config.ratio, config.resize, ctx=ctx)
-        self.load_params(net, ctx)
-        return net

@@ -1,0 +1,230 @@
+"""A whole training run from a :class:`RunConfig`: what ``vgg train``, the notebooks and the
+workers of a distributed job all call.
+
+:func:`fit` seeds, loads the data, builds the network and its trainer,
+restores a run it resumes, trains with :func:`vgg.train`, and saves every
+epoch into a run directory (:class:`vgg.Run`).  In a distributed job the
+rank policy lives here, in one place: worker 0 alone writes the run
+directory and prints; the other workers only read it to resume.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from .config import RunConfig
+from .data import load_data_fashion_mnist
+from .devices import environment, parse_ctx, try_gpu
+from .distributed import join, make_trainer, train_worker
+from .model import build_net
+from .plots import plot_history, save_figure
+from .runs import CURVES, Run
+from .training import EpochStats
+
+CtxSpec = Union[None, str, mx.Context, Sequence[mx.Context]]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit`; says what was saved.
+
+    Attributes
+    ----------
+    run : Run or None
+        The run directory, if the run had one.
+    saved : int
+        Epochs saved in it (all finished epochs).
+    epochs : int
+        Epochs the run was to have.
+    """
+
+    def __init__(self, run: Optional[Run], saved: int, epochs: int):
+        self.run, self.saved, self.epochs = run, saved, epochs
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        if self.run is None:
+            return 'nothing was saved (give fit an out folder to be able to resume)'
+        if not self.run.exists():
+            return 'nothing was saved yet'
+        return f'{self.saved} of {self.epochs} epochs are saved in {self.run.path}'
+
+
+def seed_everything(seed: int) -> None:
+    """Seed MXNet, numpy and Python's random module."""
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def contexts(ctx: CtxSpec = None) -> List[mx.Context]:
+    """``ctx`` as a list of contexts: None is :func:`vgg.try_gpu`, a string goes through
+    :func:`vgg.parse_ctx` ('cpu', 'gpu:0,1', ...)."""
+    if ctx is None:
+        return [try_gpu()]
+    if isinstance(ctx, str):
+        return parse_ctx(ctx)
+    if isinstance(ctx, mx.Context):
+        return [ctx]
+    ctxs = list(ctx) if isinstance(ctx, (list, tuple)) else []
+    if not ctxs or not all(isinstance(c, mx.Context) for c in ctxs):
+        raise ValueError(f'ctx must be a context, a list of contexts or a spec such as '
+                         f"'cpu' or 'gpu:0,1', got {ctx!r}")
+    return ctxs
+
+
+def _config(config: Union[None, RunConfig, Mapping[str, Any]], run: Optional[Run],
+            resume: bool) -> RunConfig:
+    """The configuration to run: a new one, or a resumed run's with its allowed changes."""
+    if not resume:
+        if isinstance(config, RunConfig):
+            return config
+        return RunConfig(**(config or {}))
+    saved = run.config()
+    if config is None:
+        return saved
+    given = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    try:
+        return saved.resumed(given)
+    except ValueError as err:
+        raise ValueError(f'{err} ({run.path})') from None
+
+
+def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[str] = None, *,
+        resume: bool = False, force: bool = False, ctx: CtxSpec = None,
+        data_dir: Optional[str] = None, kvstore: str = 'device', progress: bool = True,
+        on_epoch_end: Optional[Callable[[EpochStats], None]] = None) -> List[EpochStats]:
+    """Run a whole training run: seed, data, network, trainer, resume, train, save every epoch.
+
+    Parameters
+    ----------
+    config : RunConfig or dict, optional
+        The run's settings (a dict holds some of them; the rest are the
+        chapter's defaults).  With ``resume``, None takes the saved settings;
+        anything given must agree with them, except ``epochs``, which may grow.
+    out : str, optional
+        Run directory: the configuration, data folder and machine, metrics and
+        learning curves, and a checkpoint after every epoch.  None saves nothing.
+    resume : bool
+        Continue the run in ``out`` from its last complete epoch.
+    force : bool
+        Replace the run ``out`` holds (only once the new run is ready to start).
+    ctx : str, Context or list of Context, optional
+        Where to train; None is :func:`vgg.try_gpu`.  Several contexts split every batch.
+    data_dir : str, optional
+        Fashion-MNIST folder; default a resumed run's own, else the usual search
+        (:func:`vgg.data.candidate_dirs`).  The folder used is recorded.
+    kvstore : str
+        'device' or 'local' for one process; 'dist_sync' or 'dist_device_sync'
+        for a worker of a job started by ``vgg launch``.
+    progress : bool
+        Show a progress bar within each epoch.
+    on_epoch_end : callable, optional
+        Called with each epoch's statistics once the epoch is saved.
+
+    Returns
+    -------
+    list of dict
+        The run's history (every epoch, those of earlier sessions included, as
+        :func:`vgg.train` returns them).
+
+    Raises
+    ------
+    ValueError
+        For invalid settings, data or run directories.
+    FloatingPointError
+        When the loss stops being finite; says what is saved.
+    Interrupted
+        On Ctrl-C (a KeyboardInterrupt); says what is saved.
+    """
+    if resume and force:
+        raise ValueError('resume and force exclude each other')
+    run = Run(out) if out else None
+    if resume and run is None:
+        raise ValueError('resume needs out, the run directory to continue')
+    config = _config(config, run, resume)
+    ctxs = contexts(ctx)
+    worker = join(kvstore)
+    # Rank policy: worker 0 writes the run directory and prints; the other workers
+    # of a job read it only to resume (its checkpoint and configuration).
+    chief = worker.rank == 0
+    writer = run if chief else None
+    if writer is not None:
+        writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
+    done = len(run.history()) if resume else 0
+    if resume and config.epochs < done:
+        raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already done '
+                         f'in {run.path}')
+    if done >= config.epochs:
+        if chief:
+            print(f'{run.path}: all {config.epochs} epochs are done; '
+                  'give more epochs to train on')
+        return run.history()
+    data_dir = data_dir or (run.data_dir() if resume else None)
+    # A resumed run must not replay the first epochs' shuffling and dropout,
+    # and each worker of a job shuffles its shard and drops units its own way.
+    seed = None if config.seed is None else config.seed + done + worker.rank
+    if seed is not None:
+        seed_everything(seed)
+    train_iter, test_iter = load_data_fashion_mnist(
+        worker.local_batch_size(config.batch_size), resize=config.resize, root=data_dir,
+        ctx=ctxs[0], max_samples=config.max_samples, seed=seed,
+        num_parts=worker.num_workers, part_index=worker.rank)
+    net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs)
+    trainer = make_trainer(net, config.lr, worker)
+    if resume:
+        epoch = run.restore(net, trainer, ctxs)
+        if chief:
+            print(f'resuming {run.path} after epoch {epoch} of {config.epochs}')
+    session = environment(ctxs)
+    if writer is not None:
+        if resume:
+            if config.epochs != writer.config().epochs:
+                writer.set_epochs(config.epochs)
+            writer.add_session(train_iter.data_dir, session)
+        else:
+            if force:
+                writer.clear()
+            writer.start(config, train_iter.data_dir, session)
+    history = run.history() if resume else []
+
+    def epoch_end(stats: EpochStats) -> None:
+        history.append(stats)
+        if writer is not None:
+            writer.save_epoch(net, trainer, history)
+            save_figure(plot_history(history, title=os.path.basename(writer.path)),
+                        writer.file(CURVES))
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+    try:
+        train_worker(worker, train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
+                     trainer, ctxs[0] if len(ctxs) == 1 else ctxs, config.epochs - done,
+                     progress=progress, start_epoch=done, on_epoch_end=epoch_end)
+    except KeyboardInterrupt:
+        raise Interrupted(writer, len(history), config.epochs) from None
+    except FloatingPointError as err:
+        if writer is None:
+            raise
+        raise FloatingPointError(f'{err}; {len(history)} of {config.epochs} epochs are saved '
+                                 f'in {writer.path}') from None
+    return history
+
+
+def load_net(run_dir: str, ctx: CtxSpec = None) -> gluon.HybridBlock:
+    """The trained network of a run directory's last completed epoch, built from its config.
+
+    Raises
+    ------
+    ValueError
+        If the folder holds no run, no completed epoch, or a checkpoint that is
+        missing, corrupt or of another network.
+    """
+    run, ctxs = Run(run_dir), contexts(ctx)
+    config = run.config()
+    net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs)
+    run.load_params(net, ctxs)
+    return net
