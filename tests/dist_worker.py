@@ -15,8 +15,8 @@ import vgg  # noqa: F401  (before MXNet, as the command line does)
 import mxnet as mx
 from mxnet import gluon
 
-from conftest import synthetic_split
-from test_training import small_cnn
+# tests/ is on sys.path: Python puts a script's own folder there (python tests/dist_worker.py).
+from helpers import small_cnn, synthetic_split
 from vgg.data import FashionMNISTIter, shard
 from vgg.distributed import join, make_trainer, train_worker
 

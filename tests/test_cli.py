@@ -4,14 +4,14 @@ import re
 import pytest
 from PIL import Image
 
-from cli_helpers import QUICK, make_run, run_cli
-from conftest import write_dataset
+from helpers import QUICK, make_run, run_cli, write_dataset
 from vgg.cli import COMMANDS, main
 
 EPOCH_LINE = re.compile(r'epoch (\d), loss (\d+\.\d{4}), train acc (\d\.\d{3}), '
                         r'test acc (\d\.\d{3}), time \d+\.\d sec')
 
 
+@pytest.mark.slow
 def test_train_prints_the_chapter_lines(fashion_dir):
     result = run_cli('--epochs', '2', '--resize', '32', '--batch-size', '32', '--ctx', 'cpu',
                      '--data-dir', fashion_dir, '--seed', '1', '--no-progress')
@@ -35,6 +35,26 @@ def test_predict_help_states_the_colour_convention(capsys):
     assert 'light object on a black background' in ' '.join(capsys.readouterr().out.split())
 
 
+def test_mistyped_command_is_exit_2_naming_the_commands(monkeypatch, capsys):
+    """``vgg trian`` is not taken for ``vgg train trian``: one line, exit 2, nothing trained."""
+    def no_training(*args, **kwargs):
+        raise AssertionError('vgg trian started training')
+    monkeypatch.setattr('vgg.cli.fit', no_training)
+    with pytest.raises(SystemExit) as stop:
+        main(['trian', '--epochs', '1'])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("vgg: error: unknown command 'trian'")
+    assert "did you mean 'train'?" in lines[0]
+    named = lines[0].split('the commands are ')[1]
+    assert named.split(', ') == list(COMMANDS)
+    assert sorted(COMMANDS) == ['evaluate', 'export', 'launch', 'predict', 'summary', 'train']
+
+
+@pytest.mark.slow
 def test_summary_prints_the_table_and_totals():
     result = run_cli('summary', '--arch', 'vgg11', '--ratio', '16', '--resize', '32')
     assert result.returncode == 0, result.stderr
@@ -42,6 +62,7 @@ def test_summary_prints_the_table_and_totals():
     assert result.stdout.count('Conv2D') == 8 and 'Input shape: (1, 1, 32, 32)' in result.stdout
 
 
+@pytest.mark.slow
 def test_same_seed_same_first_epoch(fashion_dir):
     """Two CPU runs with one seed print the same numbers; another seed other ones."""
     lines = []
@@ -116,9 +137,11 @@ BAD_INPUTS = [
     ('summary-resize', _data, ['summary', '--resize', '8'], 'need at least 32 pixels'),
     ('epochs', _data, TRAIN + ['--epochs', '0'], 'argument --epochs: must be positive, got 0'),
     ('batch-size', _data, TRAIN + ['--batch-size', '-2'], 'must be positive, got -2'),
-    ('not-a-number', _data, TRAIN + ['--batch-size', 'x'], "'x' is not a number"),
+    ('not-a-number', _data, TRAIN + ['--batch-size', 'x'],
+     "argument --batch-size: 'x' is not a number"),
     ('lr', _data, TRAIN + ['--lr', '-1'], 'argument --lr: must be positive, got -1'),
-    ('lr-too-large', _data, TRAIN + ['--lr', '1e39'], 'lr 1e+39 is too large'),
+    ('lr-too-large', _data, TRAIN + ['--lr', '1e39'],
+     'argument --lr: 1e+39 is too large (float32 holds at most 3.4e+38)'),
     ('ctx', _data, TRAIN + ['--ctx', 'tpu'], "unknown device 'tpu'"),
     ('missing-data', _data, ['train', *QUICK, '--data-dir', '{data}/none'],
      'Put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz'),
@@ -134,11 +157,13 @@ BAD_INPUTS = [
      'or start it over with --force'),
     ('resume-nothing', _data, TRAIN + ['--resume', '--out', '{data}/none'],
      'holds no run (config.json is missing)'),
-    ('resume-without-out', _data, TRAIN + ['--resume'], '--resume needs --out DIR'),
+    ('resume-without-out', _data, TRAIN + ['--resume'],
+     '--resume needs --out DIR, the run directory to continue'),
     ('resume-and-force', _data, TRAIN + ['--resume', '--force', '--out', '{data}'],
      'not allowed with argument'),
     ('resume-conflict', _run, TRAIN + ['--resume', '--out', '{run}', '--batch-size', '64'],
-     "--batch-size 64 conflicts with the run's batch_size 32"),
+     "batch_size 64 conflicts with the run's batch_size 32; keep it to resume, or start a new "
+     'run ({run})'),
     ('resume-fewer-epochs', lambda tmp, data: _run(tmp, data, done=2),
      ['train', '--resume', '--out', '{run}', '--epochs', '1'],
      'epochs 1 is fewer than the 2 epochs already done'),
@@ -162,6 +187,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('setup,args,message', [case[1:] for case in BAD_INPUTS],
                          ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2(fashion_dir, tmp_path, setup, args, message):

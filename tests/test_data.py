@@ -11,7 +11,7 @@ import pytest
 from mxnet import nd
 from mxnet.gluon.data.vision import transforms
 
-from conftest import idx_bytes, synthetic_split, write_dataset
+from helpers import idx_bytes, synthetic_split, write_dataset
 from vgg.data import (FILE_NAMES, DataError, candidate_dirs, download_fashion_mnist,
                       find_files, get_fashion_mnist_labels, identify, load_arrays,
                       load_data_fashion_mnist, read_idx)

@@ -19,9 +19,7 @@ import pytest
 from mxnet import gluon, init, nd
 
 import dist_worker
-from cli_helpers import run_cli
-from conftest import REPO
-from test_training import LINE, small_cnn, synthetic_batches
+from helpers import LINE, REPO, run_cli, small_cnn, synthetic_batches
 from vgg.cli import main
 from vgg.data import load_data_fashion_mnist, shard
 from vgg.distributed import PS_ENV, Worker
@@ -176,6 +174,7 @@ def launch_in_process(command, timeout=None):
     return code, out.getvalue(), err.getvalue(), time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_failing_worker_stops_the_job_and_shows_its_last_lines():
     code, _, err, _ = launch_in_process(
         [sys.executable, '-c', "import sys; print('no data here', file=sys.stderr); sys.exit(3)"])
@@ -185,6 +184,7 @@ def test_failing_worker_stops_the_job_and_shows_its_last_lines():
     assert_all_ended(err)
 
 
+@pytest.mark.slow
 def test_timeout_stops_every_process():
     code, _, err, seconds = launch_in_process(
         [sys.executable, '-c', 'import time; time.sleep(600)'], timeout=2)
@@ -219,6 +219,7 @@ def stop_leftovers(launcher, pids) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_second_sigterm_does_not_cut_the_cleanup_short(tmp_path):
     # Workers that ignore SIGTERM keep the launcher stopping them for STOP_GRACE
     # seconds, then get SIGKILL; the second SIGTERM (timeout(1) sends two) comes meanwhile.
@@ -249,6 +250,7 @@ def save_initial_parameters(directory) -> gluon.Block:
     return net
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('start', ['same', 'own'])
 def test_two_workers_keep_identical_parameters_equal_to_one_process(tmp_path, start):
     # 'own': worker 1 draws its own start, and must be given worker 0's before its first step.
@@ -289,6 +291,7 @@ def test_two_workers_keep_identical_parameters_equal_to_one_process(tmp_path, st
                                                                abs=1 / dist_worker.NUM_TEST)
 
 
+@pytest.mark.slow
 def test_cli_job_worker_0_prints_and_saves_once(fashion_dir, tmp_path):
     out = tmp_path / 'run'
     result = run_cli('launch', '-n', 2, '--timeout', JOB_TIMEOUT, '--',
@@ -306,6 +309,7 @@ def test_cli_job_worker_0_prints_and_saves_once(fashion_dir, tmp_path):
     assert os.path.isfile(run.checkpoint(1)['params'])
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_the_job_within_the_timeout(tmp_path):
     save_initial_parameters(tmp_path)
     launcher, (out_path, err_path) = start_launcher(tmp_path, sys.executable, WORKER, tmp_path,

@@ -8,8 +8,9 @@ import onnxruntime
 import pytest
 from mxnet import gluon, nd
 
-from cli_helpers import make_run, run_cli
+from helpers import make_run, run_cli
 from vgg.export import _onnx_modules
+from vgg.fit import load_net
 
 
 @pytest.fixture(scope='module')
@@ -24,6 +25,7 @@ def inputs(batch):
     return np.random.RandomState(batch).uniform(size=(batch, 1, 32, 32)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_export_prints_what_it_wrote_and_checked(exported):
     run, stdout = exported
     symbol, onnx = stdout.splitlines()
@@ -32,6 +34,7 @@ def test_export_prints_what_it_wrote_and_checked(exported):
     assert onnx.startswith(f'onnx: {run.file("export", "vgg.onnx")} (opset ')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('batch', [1, 3])
 def test_symbol_export_loads_with_symbolblock_imports(exported, batch):
     run, _ = exported
@@ -40,9 +43,10 @@ def test_symbol_export_loads_with_symbolblock_imports(exported, batch):
         reloaded = gluon.SymbolBlock.imports(run.file('export', 'vgg-symbol.json'), ['data'],
                                              run.file('export', 'vgg-0000.params'))
     x = nd.array(inputs(batch))
-    np.testing.assert_array_equal(reloaded(x).asnumpy(), run.load_net()(x).asnumpy())
+    np.testing.assert_array_equal(reloaded(x).asnumpy(), load_net(run.path)(x).asnumpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('batch', [1, 3])
 def test_onnx_export_gives_the_same_logits_in_onnxruntime(exported, batch):
     run, _ = exported
@@ -50,7 +54,7 @@ def test_onnx_export_gives_the_same_logits_in_onnxruntime(exported, batch):
                                            providers=['CPUExecutionProvider'])
     assert [i.name for i in session.get_inputs()] == ['data']  # the weights are not inputs
     logits = session.run(None, {'data': inputs(batch)})[0]
-    expected = run.load_net()(nd.array(inputs(batch))).asnumpy()
+    expected = load_net(run.path)(nd.array(inputs(batch))).asnumpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -66,3 +70,18 @@ def test_an_onnx_without_mapping_is_a_clear_error(monkeypatch):
     monkeypatch.delitem(sys.modules, 'onnx.mapping', raising=False)  # onnx 1.19 has none
     with pytest.raises(ValueError, match=r'cannot export to onnx 1\.19\.0: .* onnx==1\.18\.0'):
         _onnx_modules()
+
+
+def test_a_batch_norm_network_exports_to_symbol_and_onnx(tmp_path):
+    from vgg.export import export_onnx, export_symbol
+    from vgg.model import build_net
+    net = build_net('vgg11_bn', 16, 32)
+    for name, param in net.collect_params('.*running.*').items():  # statistics to be exported
+        param.set_data(nd.random.uniform(0.5, 1.5, shape=param.shape))
+    symbol = export_symbol(net, 32, str(tmp_path))
+    onnx = export_onnx(symbol['symbol'], symbol['params'], net, 32, str(tmp_path / 'vgg.onnx'))
+    assert symbol['max_difference'] < 1e-5 and onnx['max_difference'] < 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / 'vgg.onnx'),
+                                           providers=['CPUExecutionProvider'])
+    logits = session.run(None, {'data': inputs(2)})[0]
+    np.testing.assert_allclose(logits, net(nd.array(inputs(2))).asnumpy(), rtol=1e-4, atol=1e-5)

@@ -6,14 +6,20 @@ import pytest
 from mxnet import nd
 from mxnet.gluon import nn
 
-from vgg.model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, build_net, check_conv_arch,
-                       check_resize, conv_arch_by_name, min_input_size, narrow, vgg, vgg_block)
+from vgg.model import (ARCH_NAMES, CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, build_net,
+                       check_conv_arch, check_resize, conv_arch_by_name, min_input_size, narrow,
+                       parse_arch, vgg, vgg_block)
 
 
 def count_params(net, input_shape):
-    net.initialize()
-    net(nd.zeros(input_shape))
-    return sum(int(np.prod(p.shape)) for p in net.collect_params().values())
+    """Parameter elements of ``net`` for inputs of ``input_shape``, from symbolic shape inference:
+    a forward pass of the paper's networks at 224x224 would cost seconds of CPU (and, never
+    waited for, run on into the next tests)."""
+    symbol = net(mx.sym.var('data'))
+    shapes = dict(zip(symbol.list_arguments(), symbol.infer_shape(data=input_shape)[0]))
+    del shapes['data']
+    assert set(shapes) == set(net.collect_params())  # the symbol's weights are the network's
+    return sum(int(np.prod(shape)) for shape in shapes.values())
 
 
 def test_vgg_block_layers_and_shape():
@@ -29,22 +35,35 @@ def test_vgg_block_layers_and_shape():
     assert blk(nd.ones((3, 5, 10, 10))).shape == (3, 8, 5, 5)
 
 
-def test_vgg11_chapter_shapes_and_names(capsys):
+def test_vgg11_chapter_shapes_and_names():
+    """The chapter's loop over VGG-11's blocks (224x224, 1000 classes): each block halves the
+    image and has the configuration's channels; then the classifier."""
     net = vgg(VGG11, 1000)
     net.initialize()
     X = nd.random.uniform(shape=(1, 1, 224, 224))
-    shapes, names = [], []
+    shapes = []
     for blk in net:
         X = blk(X)
-        print(blk.name, 'output shape:\t', X.shape)
         shapes.append(X.shape)
-        names.append(blk.name)
-    assert shapes == [(1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14),
-                      (1, 512, 7, 7), (1, 4096), (1, 4096), (1, 4096), (1, 4096), (1, 1000)]
-    assert all(n.startswith('sequential') for n in names[:5])
-    assert [n.rstrip('0123456789') for n in names[5:]] == ['dense', 'dropout', 'dense', 'dropout',
-                                                          'dense']
-    assert 'output shape:\t (1, 64, 112, 112)' in capsys.readouterr().out
+    # From the configuration alone: block i has VGG11[i] = (convs, channels), output side 224 / 2^(i+1).
+    expected = [(1, channels, 224 >> (i + 1), 224 >> (i + 1))
+                for i, (_, channels) in enumerate(VGG11)] + [(1, 4096)] * 4 + [(1, 1000)]
+    assert shapes == expected == [
+        (1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14), (1, 512, 7, 7),
+        (1, 4096), (1, 4096), (1, 4096), (1, 4096), (1, 1000)]
+    blocks, classifier = list(net)[:5], list(net)[5:]
+    # The chapter prints each block's name: the conv blocks are sequentials of the configuration's
+    # convolutions and a pooling layer.
+    assert all(blk.name.startswith('sequential') for blk in blocks)
+    assert [[type(layer) for layer in blk] for blk in blocks] == [
+        [nn.Conv2D] * convs + [nn.MaxPool2D] for convs, _ in VGG11]
+    assert [[layer.weight.shape for layer in list(blk)[:-1]] for blk in blocks] == [
+        [(64, 1, 3, 3)], [(128, 64, 3, 3)], [(256, 128, 3, 3), (256, 256, 3, 3)],
+        [(512, 256, 3, 3), (512, 512, 3, 3)], [(512, 512, 3, 3), (512, 512, 3, 3)]]
+    assert [layer.name.rstrip('0123456789') for layer in classifier] == [
+        'dense', 'dropout', 'dense', 'dropout', 'dense']
+    assert [layer.weight.shape for layer in classifier[::2]] == [
+        (4096, 512 * 7 * 7), (4096, 4096), (1000, 4096)]
 
 
 def test_classifier_layers():
@@ -161,3 +180,49 @@ def test_check_resize_accepts_the_smallest_size_that_survives_pooling():
     check_resize(VGG11, 32)
     with pytest.raises(ValueError, match='resize 31 is too small'):
         check_resize(VGG11, 31)
+
+
+def test_batch_norm_block_puts_batch_norm_between_convolution_and_relu():
+    layers = list(vgg_block(2, 8, batch_norm=True))
+    assert [type(l) for l in layers] == [nn.Conv2D, nn.BatchNorm, nn.Activation] * 2 + [
+        nn.MaxPool2D]
+    assert all(conv.act is None for conv in layers[0:6:3])
+    assert all(act._act_type == 'relu' for act in layers[2:6:3])
+    X = nd.random.uniform(shape=(2, 3, 16, 16))
+    blk = vgg_block(2, 8, batch_norm=True)
+    blk.initialize()
+    assert blk(X).shape == (2, 8, 8, 8)
+
+
+def trainable_count(net, input_shape):
+    symbol = net(mx.sym.var('data'))
+    shapes = symbol.infer_shape(data=input_shape)[0]
+    return sum(int(np.prod(s)) for name, s in zip(symbol.list_arguments(), shapes)
+               if name != 'data')
+
+
+@pytest.mark.parametrize('name,expected', [('vgg11_bn', 132_868_840), ('vgg13_bn', 133_053_736),
+                                           ('vgg16_bn', 138_365_992), ('vgg19_bn', 143_678_248)])
+def test_batch_norm_networks_have_the_model_zoos_parameter_counts(name, expected):
+    from mxnet.gluon.model_zoo.vision import get_vgg
+    conv_arch, batch_norm = parse_arch(name)
+    assert batch_norm and conv_arch == conv_arch_by_name(name[:-3])
+    ours = trainable_count(vgg(conv_arch, 1000, batch_norm=True), (1, 3, 224, 224))
+    zoo = trainable_count(get_vgg(int(name[3:5]), batch_norm=True), (1, 3, 224, 224))
+    assert ours == zoo == expected
+
+
+def test_every_architecture_name_builds_and_unknown_names_list_them_all():
+    for name in ARCH_NAMES:
+        assert build_net(name, 16, 32)(nd.zeros((1, 1, 32, 32))).shape == (1, 10)
+    with pytest.raises(ValueError, match='choose one of vgg11, .*, vgg19_bn'):
+        build_net('vgg11bn', 16, 32)
+
+
+def test_msra_initialisation_has_hes_scale():
+    net = build_net('vgg11', 1, 32, initializer='msra')
+    weight = list(net)[3][0].weight.data().asnumpy()  # 3x3 conv with 256 inputs
+    fan_in = weight.shape[1] * 9
+    assert weight.std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.05)
+    with pytest.raises(ValueError, match="unknown initializer 'he'"):
+        build_net('vgg11', 16, 32, initializer='he')

@@ -1,19 +1,42 @@
-"""Every notebook runs top to bottom (quick mode); the committed chapter notebook holds a real run."""
+"""Every notebook runs top to bottom (quick mode); the committed chapter notebook holds a real run;
+each notebook's cells match its paired MyST source notebooks/NAME.md."""
+import glob
 import json
 import os
 import re
 import sys
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO
+from helpers import REPO
 
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
 CHAPTER_RUN = os.path.join(NOTEBOOKS, 'results', 'chapter-run.json')
 EPOCH_LINE = re.compile(r'epoch (\d+), loss \d+\.\d{4}, train acc \d\.\d{3}, test acc (\d\.\d{3}), '
                         r'time \d+\.\d sec')
+IPYNBS = sorted(glob.glob(os.path.join(NOTEBOOKS, '*.ipynb')))
+
+
+def cells(path):
+    return [(cell.cell_type, cell.source) for cell in jupytext.read(path).cells]
+
+
+@pytest.mark.parametrize('ipynb', IPYNBS, ids=os.path.basename)
+def test_notebook_pair_in_sync(ipynb):
+    """notebooks/NAME.md is the source people edit; NAME.ipynb must hold the same cells."""
+    name = os.path.basename(ipynb)
+    md = ipynb[:-len('.ipynb')] + '.md'
+    assert os.path.exists(md), (f'{name} has no paired notebooks/{os.path.basename(md)}: '
+                                f'run `jupytext --set-formats ipynb,md:myst notebooks/{name}`')
+    text, notebook = cells(md), cells(ipynb)
+    first = next((i for i, pair in enumerate(zip(text, notebook)) if pair[0] != pair[1]),
+                 min(len(text), len(notebook)))
+    assert text == notebook, (f'notebooks/{name} is out of sync with notebooks/{os.path.basename(md)} '
+                              f'(cells differ from cell {first}; .md {len(text)} cells, .ipynb '
+                              f'{len(notebook)}): run `jupytext --sync notebooks/{name}`')
 
 
 @pytest.fixture(scope='module')
@@ -55,6 +78,7 @@ def read_or_none(path):
     return None
 
 
+@pytest.mark.slow
 def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch):
     before = os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb'))
     saved_run = read_or_none(CHAPTER_RUN)
@@ -70,6 +94,7 @@ def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch):
     assert read_or_none(CHAPTER_RUN) == saved_run  # quick mode never replaces the real run's record
 
 
+@pytest.mark.slow
 def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch):
     nb = run_quick('vgg-exercises.ipynb', kernel_name, real_data_dir, monkeypatch)
     text = stream_text(nb)

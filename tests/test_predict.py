@@ -8,11 +8,11 @@ import pytest
 from mxnet import nd
 from PIL import Image
 
-from cli_helpers import QUICK, run_cli
-from conftest import synthetic_split
+from helpers import QUICK, run_cli, synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
-from vgg.predict import confusion_matrix, predict_probabilities, read_image, top_classes
+from vgg.fit import load_net
 from vgg.model import build_net
+from vgg.predict import confusion_matrix, predict_probabilities, read_image, top_classes
 from vgg.runs import Run
 from vgg.training import evaluate_accuracy
 
@@ -86,6 +86,7 @@ def real_run(real_data_dir, tmp_path_factory):
     return Run(str(out))
 
 
+@pytest.mark.slow
 def test_evaluate_on_real_data(real_run):
     result = run_cli('evaluate', real_run.path, '--ctx', 'cpu')
     assert result.returncode == 0, result.stderr
@@ -101,6 +102,7 @@ def test_evaluate_on_real_data(real_run):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_predict_on_real_images(real_run, real_data_dir, tmp_path):
     _, test_iter = load_data_fashion_mnist(8, root=real_data_dir, max_samples=8, download=False)
     images = test_iter.images[:2]
@@ -114,7 +116,7 @@ def test_predict_on_real_images(real_run, real_data_dir, tmp_path):
     lines = [re.fullmatch(pattern, line) for line in result.stdout.splitlines()]
     assert [line.group(1) for line in lines] == [str(tmp_path / 'first.png'),
                                                  str(tmp_path / 'second.jpg')]
-    expected = predict_probabilities(real_run.load_net(), images[:1], 32)[0]
+    expected = predict_probabilities(load_net(real_run.path), images[:1], 32)[0]
     name, probability = top_classes(expected, 1)[0]
     assert (lines[0].group(2), lines[0].group(3)) == (name, f'{probability:.3f}')
     assert all(float(line.group(3)) >= float(line.group(5)) for line in lines)

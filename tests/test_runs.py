@@ -8,10 +8,12 @@ import subprocess
 import threading
 import time
 
+import mxnet as mx
 import pytest
 
-from cli_helpers import QUICK, make_run, run_cli, start_cli
-from conftest import REPO, write_dataset
+import vgg
+from helpers import QUICK, REPO, make_run, run_cli, start_cli, write_dataset
+from vgg.config import RunConfig
 from vgg.runs import Run, atomic_write
 
 EPOCH = re.compile(r'epoch (\d+), loss \d+\.\d{4}')
@@ -48,6 +50,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == 'old' and os.listdir(tmp_path) == ['file.txt']
 
 
+@pytest.mark.slow
 def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
     out = tmp_path / 'run'
     result = run_cli('train', *QUICK, '--epochs', '2', '--seed', '0', '--no-progress',
@@ -56,8 +59,14 @@ def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
     assert files_of(out) == ['checkpoints/epoch-0002.params', 'checkpoints/epoch-0002.states',
                              'config.json', 'history.png', 'metrics.jsonl']
     config = json.loads((out / 'config.json').read_text())
-    assert config == {'arch': 'vgg11', 'ratio': 16.0, 'resize': 32, 'epochs': 2, 'batch_size': 32,
-                      'lr': 0.05, 'seed': 0, 'max_samples': None, 'data_dir': fashion_dir}
+    sessions = config.pop('sessions')
+    # The flags' settings, the defaults for the others, and the data folder used.
+    assert config == dict(RunConfig().to_dict(), arch='vgg11', ratio=16.0, resize=32, epochs=2,
+                          batch_size=32, lr=0.05, seed=0, max_samples=None, data_dir=fashion_dir)
+    # One session, from epoch 0, on the devices of --ctx, with the versions it ran with.
+    assert [(s['from_epoch'], s['ctx']) for s in sessions] == [(0, ['cpu(0)'])]
+    assert sessions[0]['versions']['vgg'] == vgg.__version__
+    assert sessions[0]['versions']['mxnet'] == mx.__version__
     printed = [float(line.split()[3].rstrip(',')) for line in result.stdout.splitlines()[1:]]
     saved = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [s['epoch'] for s in saved] == [1, 2]
@@ -67,7 +76,9 @@ def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
     result = run_cli('train', *QUICK, '--epochs', '1', '--no-progress', '--force',
                      '--data-dir', fashion_dir, '--out', out)
     assert result.returncode == 0, result.stderr
-    assert epochs_of(out) == [1] and json.loads((out / 'config.json').read_text())['epochs'] == 1
+    replaced = json.loads((out / 'config.json').read_text())
+    assert epochs_of(out) == [1] and replaced['epochs'] == 1
+    assert [s['from_epoch'] for s in replaced['sessions']] == [0]  # the old run's are gone
     assert 'checkpoints/epoch-0001.params' in files_of(out)
     assert 'checkpoints/epoch-0002.params' not in files_of(out)
 
@@ -121,6 +132,7 @@ def start_and_stop_in_epoch_2(out, data_dir, epochs, signal_number):
     return process.returncode, stdout, watcher.text
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_counts_every_epoch_once(bigger_data, tmp_path):
     out = tmp_path / 'run'
     code, _, _ = start_and_stop_in_epoch_2(out, bigger_data, 4, signal.SIGKILL)
@@ -131,11 +143,14 @@ def test_resume_after_kill_9_counts_every_epoch_once(bigger_data, tmp_path):
     assert result.stdout.splitlines()[0] == f'resuming {out} after epoch 1 of 4'
     assert EPOCH.findall(result.stdout) == ['2', '3', '4']
     assert epochs_of(out) == [1, 2, 3, 4]
+    sessions = json.loads((out / 'config.json').read_text())['sessions']
+    assert [(s['from_epoch'], s['ctx']) for s in sessions] == [(0, ['cpu(0)']), (1, ['cpu(0)'])]
     assert [f for f in files_of(out) if f.startswith('checkpoints')] == [
         'checkpoints/epoch-0004.params', 'checkpoints/epoch-0004.states']
     assert not [f for f in files_of(out) if f.endswith('.tmp')]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_prints_the_resume_command(bigger_data, tmp_path):
     out = tmp_path / 'run'
     code, _, stderr = start_and_stop_in_epoch_2(out, bigger_data, 2, signal.SIGINT)
@@ -154,6 +169,7 @@ def test_ctrl_c_saves_and_prints_the_resume_command(bigger_data, tmp_path):
     assert EPOCH.findall(resumed.stdout) == ['2'] and epochs_of(out) == [1, 2]
 
 
+@pytest.mark.slow
 def test_diverging_resumed_run_keeps_the_last_good_checkpoint(fashion_dir, tmp_path):
     run = make_run(tmp_path / 'run', done=1, data_dir=fashion_dir, lr=1e38)
     result = run_cli('train', '--resume', '--out', run.path, '--no-progress', '--ctx', 'cpu')
@@ -163,6 +179,7 @@ def test_diverging_resumed_run_keeps_the_last_good_checkpoint(fashion_dir, tmp_p
     assert epochs_of(run.path) == [1] and os.path.exists(run.checkpoint(1)['params'])
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run(fashion_dir, tmp_path):
     run = make_run(tmp_path / 'run', done=3, data_dir=fashion_dir)
     done = run_cli('train', '--resume', '--out', run.path)

@@ -1,5 +1,8 @@
 """Tests of vgg.summary against hand-computed parameter, MAC and memory counts."""
 import json
+import os
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -7,9 +10,12 @@ import pytest
 from mxnet.gluon import nn
 
 from vgg.model import VGG11, narrow, vgg, vgg_block
-from vgg.summary import LayerRow, Summary, summary
+from vgg.summary import measure_step, summary
 
 FLOAT32 = 4
+# Where measure_step can measure a CPU step's peak memory: Linux, whose peak-RSS mark it resets.
+PEAK_RSS_RESETTABLE = sys.platform.startswith('linux') and os.access('/proc/self/clear_refs',
+                                                                     os.W_OK)
 
 
 def leaf_names(block):
@@ -104,9 +110,12 @@ def test_to_dicts_is_json(small_vgg):
     assert set(dicts[0]) == {'name', 'layer_type', 'output_shape', 'params', 'macs',
                              'activation_bytes'}
     whole = json.loads(json.dumps(result.to_dict()))
-    assert whole['total_macs'] == result.total_macs
-    assert whole['rows'] == dicts
-    assert isinstance(result, Summary) and isinstance(result.rows[0], LayerRow)
+    assert whole == {'input_shape': [1, 1, 224, 224], 'rows': dicts,
+                     'total_params': result.total_params, 'total_macs': 512_155_648,
+                     'total_activation_bytes': result.total_activation_bytes,
+                     'param_bytes': result.total_params * FLOAT32}
+    # Each dict is its row: the rows' fields, the shape as a list.
+    assert dicts == [dict(vars(row), output_shape=list(row.output_shape)) for row in result.rows]
 
 
 def tiny_alexnet():
@@ -185,12 +194,51 @@ def test_bad_input_shape(shape):
 
 
 def test_measure_step_times_forward_and_backward():
-    from vgg.summary import measure_step
     net = vgg(narrow(VGG11, 16), 10)
     net.initialize()
+    net(mx.nd.zeros((2, 1, 32, 32)))  # the shapes: no gradient yet
+    weights = [p for name, p in net.collect_params().items() if name.endswith('weight')]
+    assert all(p.grad().abs().sum().asscalar() == 0 for p in weights)
     result = measure_step(net, (2, 1, 32, 32), repeat=2)
-    assert result['seconds'] > 0
-    # Linux: the step's peak resident memory grows by at least the activations kept for backward.
-    assert result['peak_bytes'] is None or result['peak_bytes'] >= 0
+    assert set(result) == {'seconds', 'peak_bytes'}
+    assert 0 < result['seconds'] < 60
+    # The step ran backward: every weight has a gradient now.
+    assert all(p.grad().abs().sum().asscalar() > 0 for p in weights)
+    # None only where Linux's peak-RSS mark cannot be reset (not Linux, or no /proc).
+    if PEAK_RSS_RESETTABLE:
+        assert isinstance(result['peak_bytes'], int) and result['peak_bytes'] >= 0
+    else:
+        assert result['peak_bytes'] is None
     with pytest.raises(ValueError, match='input_shape'):
         measure_step(net, (2, 0, 32, 32))
+
+
+# A fresh process: VGG-11 (ratio 16, 32x32) at batch 2, then 16; prints [[peak, activations], ...].
+PEAK_SCRIPT = """
+import json
+import vgg
+from vgg.model import VGG11, narrow, vgg as vgg_net
+from vgg.summary import measure_step, summary
+measured = []
+for batch in (2, 16):
+    net = vgg_net(narrow(VGG11, 16), 10)
+    net.initialize()
+    shape = (batch, 1, 32, 32)
+    peak = measure_step(net, shape, repeat=1)['peak_bytes']
+    measured.append([peak, summary(net, shape).total_activation_bytes])
+print(json.dumps(measured))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEAK_RSS_RESETTABLE, reason="needs Linux's /proc/self/clear_refs")
+def test_measure_step_peak_holds_the_activations_in_a_fresh_process():
+    """The step's peak memory growth is at least the activations it keeps for backward, and
+    grows with the batch.  In a fresh process only: in one that has freed memory before,
+    the step can reuse it without the resident memory growing (see the report on peak_bytes)."""
+    result = subprocess.run([sys.executable, '-c', PEAK_SCRIPT], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    (small_peak, small_acts), (large_peak, large_acts) = json.loads(result.stdout.splitlines()[-1])
+    assert small_peak >= small_acts and large_peak >= large_acts, result.stdout
+    assert large_peak > small_peak

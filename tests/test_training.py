@@ -1,5 +1,3 @@
-import re
-
 import gluonbook as gb
 import mxnet as mx
 import numpy as np
@@ -7,28 +5,10 @@ import pytest
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from conftest import synthetic_split
+from helpers import LINE, small_cnn, synthetic_batches, synthetic_split
 from vgg.data import FashionMNISTIter
 from vgg.model import vgg
 from vgg.training import evaluate_accuracy, split_batch, train
-
-LINE = re.compile(r'epoch (\d+), loss (\d+\.\d{4}), train acc (\d\.\d{3}), test acc (\d\.\d{3}), '
-                  r'time \d+\.\d sec')
-
-
-def small_cnn():
-    """A small dropout-free network: the same updates whatever the random state."""
-    net = nn.HybridSequential()
-    net.add(nn.Conv2D(6, kernel_size=5, activation='relu'), nn.MaxPool2D(2, 2),
-            nn.Dense(32, activation='relu'), nn.Dense(10))
-    return net
-
-
-def synthetic_batches(num, batch_size, seed):
-    images, labels = synthetic_split(num, seed)
-    X = nd.array(images[:, None] / 255, dtype='float32')
-    y = nd.array(labels, dtype='int32')
-    return [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, num, batch_size)]
 
 
 def twin_networks(tmp_path, ctx=mx.cpu()):
@@ -79,7 +59,16 @@ def test_history_fields_and_loss_falls(fashion_dir, capsys):
     history = train(train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
                     sgd(net, 0.05), mx.cpu(), 6, progress=False)
     assert [h['epoch'] for h in history] == list(range(1, 7))
-    assert set(history[0]) == {'epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec'}
+    assert set(history[0]) == {'epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec',
+                               'points'}
+    # The finer history: one point per batch here (8 batches of 32, fewer than POINTS_PER_EPOCH),
+    # at the fraction of the epoch done; the points' means are the epoch's.
+    for h in history:
+        points = h['points']
+        assert [p['epoch'] for p in points] == pytest.approx(
+            [h['epoch'] - 1 + (i + 1) / 8 for i in range(8)])
+        assert np.mean([p['loss'] for p in points]) == pytest.approx(h['loss'], rel=1e-5)
+        assert np.mean([p['train_acc'] for p in points]) == pytest.approx(h['train_acc'])
     assert history[-1]['loss'] < 0.5 * history[0]['loss']
     assert history[-1]['test_acc'] > 0.5
     assert all(h['images_per_sec'] > 0 and h['time'] > 0 for h in history)
@@ -174,3 +163,59 @@ def test_start_epoch_numbers_on_and_on_epoch_end_sees_every_epoch(capsys):
     assert [h['epoch'] for h in history] == [4, 5] and seen == history
     assert [LINE.fullmatch(line).group(1) for line in capsys.readouterr().out.splitlines()[1:]] == \
         ['4', '5']
+
+
+def chapter_style_net():
+    """A network built as the chapter builds it: nn.Sequential blocks (not hybridizable)."""
+    net = nn.Sequential()
+    block = nn.Sequential()
+    block.add(nn.Conv2D(6, kernel_size=3, padding=1, activation='relu'), nn.MaxPool2D(2, 2))
+    net.add(block, nn.Dense(32, activation='relu'), nn.Dense(10))
+    return net
+
+
+def test_train_hybridizes_a_hybrid_block_unless_told_not_to(capsys):
+    batches = synthetic_batches(64, 32, seed=0)
+    for hybridize in (True, False):
+        net = small_cnn()
+        net.initialize(init.Xavier())
+        train(batches, None, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net), mx.cpu(), 1,
+              progress=False, hybridize=hybridize)
+        assert net._active is hybridize
+
+
+def test_a_chapter_style_sequential_trains_as_a_static_graph_with_the_same_numbers(capsys):
+    batches = synthetic_batches(96, 32, seed=0)
+    results = {}
+    for hybridize in (True, False):
+        mx.random.seed(0)
+        net = chapter_style_net()
+        net.initialize(init.Xavier())
+        history = train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net),
+                        mx.cpu(), 2, progress=False, hybridize=hybridize)
+        results[hybridize] = (history, [p.data().asnumpy()
+                                        for p in net.collect_params().values()])
+        # The user's own network is what was trained, and it still runs as it was built.
+        assert net(nd.array(synthetic_split(4, 3)[0][:, None] / 255)).shape == (4, 10)
+    (hist_h, params_h), (hist_i, params_i) = results[True], results[False]
+    for a, b in zip(hist_h, hist_i):
+        assert a['loss'] == pytest.approx(b['loss'], rel=1e-4)
+        assert a['test_acc'] == pytest.approx(b['test_acc'], abs=1 / 96 + 1e-9)
+    assert len(params_h) == len(params_i) == 6
+    for trained_h, trained_i in zip(params_h, params_i):
+        np.testing.assert_allclose(trained_h, trained_i, rtol=1e-3, atol=1e-5)
+    assert type(net) is nn.Sequential and not hasattr(net, '_cached_graph')
+
+
+def test_a_batch_norm_network_trains_on_two_contexts_each_with_its_own_statistics(capsys):
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    mx.random.seed(0)
+    net = vgg(((1, 8), (1, 16)), 10, batch_norm=True)
+    net.initialize(init.Xavier(), ctx=ctxs)
+    batches = synthetic_batches(128, 32, seed=0)
+    history = train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net), ctxs,
+                    3, progress=False)
+    assert history[-1]['loss'] < history[0]['loss'] and history[-1]['test_acc'] > 0.3
+    running = net[0][1].running_mean
+    first, second = (running.data(c).asnumpy() for c in ctxs)
+    assert not np.allclose(first, second)  # each device averaged its own half of every batch

@@ -26,6 +26,7 @@ from .predict import confusion_matrix, predict_probabilities, read_image  # noqa
 from .runs import Run  # noqa: E402
 from .summary import Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
+from .transfer import from_model_zoo, init_from  # noqa: E402
 
 __version__ = '0.1.0'
 
@@ -35,6 +36,7 @@ CHAPTER_API = ['vgg_block', 'vgg', 'try_gpu', 'try_all_gpus', 'load_data_fashion
                'get_fashion_mnist_labels', 'train', 'evaluate_accuracy']
 __all__ = CHAPTER_API + [
     'VGG11', 'VGG13', 'VGG16', 'VGG19', 'CONV_ARCHS', 'narrow', 'alexnet', 'build_net',
+    'init_from', 'from_model_zoo',
     'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
     'summary', 'Summary', 'measure_step', 'plot_history', 'show_predictions', 'plot_confusion',
     'predict_probabilities', 'read_image', 'confusion_matrix', 'export_symbol', 'export_onnx',

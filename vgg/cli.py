@@ -25,7 +25,8 @@ from .distributed import KVSTORES
 from .export import export_onnx, export_symbol
 from .fit import Interrupted, fit, load_net
 from .launcher import launch, read_hosts
-from .model import CHANNELS, CONV_ARCHS, build_net
+from .config import SCHEDULES
+from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import plot_confusion, save_figure
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
 from .runs import CONFUSION, EXPORT, Run
@@ -40,12 +41,13 @@ INVERT_HELP = ('Fashion-MNIST shows a light object on a black background, and im
 def _positive(kind):
     def parse(text: str):
         try:
-            return check_positive('the value', kind(text), kind)
-        except ValueError as err:
-            if 'must be positive' in str(err):
-                raise argparse.ArgumentTypeError(f'must be positive, got {text}') from None
-            raise argparse.ArgumentTypeError(f'{text!r} is not a positive {kind.__name__} '
-                                             f'within range') from None
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+        try:
+            return check_positive('value', value, kind)
+        except ValueError as err:  # "value must be positive, got -1" -> "must be positive, ..."
+            raise argparse.ArgumentTypeError(str(err)[len('value '):]) from None
     return parse
 
 
@@ -60,7 +62,7 @@ def _add_net_flags(p: argparse.ArgumentParser, defaults: Optional[RunConfig]) ->
     """--arch, --ratio, --resize; ``defaults`` None leaves them None when not given."""
     def default(name: str):
         return None if defaults is None else getattr(defaults, name)
-    p.add_argument('--arch', default=default('arch'), choices=sorted(CONV_ARCHS),
+    p.add_argument('--arch', default=default('arch'), choices=ARCH_NAMES,
                    help=f'configuration of the paper (default {DEFAULTS.arch})')
     p.add_argument('--ratio', type=_positive(float), default=default('ratio'),
                    help=f'divide every channel count by this (default {DEFAULTS.ratio})')
@@ -94,6 +96,25 @@ def _add_train_parser(sub) -> None:
                    help=f'batch size (default {DEFAULTS.batch_size})')
     p.add_argument('--lr', type=_positive(float),
                    help=f'SGD learning rate (default {DEFAULTS.lr})')
+    p.add_argument('--momentum', type=float, help='SGD momentum (default none, as the chapter)')
+    p.add_argument('--wd', type=float, help='weight decay (default none, as the chapter)')
+    p.add_argument('--lr-schedule', choices=SCHEDULES, help='constant (the chapter\'s), step '
+                   '(x0.1 at 1/2 and 3/4 of the run) or cosine (to 0 at the end) '
+                   f'(default {DEFAULTS.lr_schedule})')
+    p.add_argument('--warmup-epochs', type=float, metavar='E',
+                   help='raise the learning rate linearly from 0 over the first E epochs')
+    p.add_argument('--init', choices=tuple(INITS), help="initialisation: xavier (the "
+                   "chapter's) or msra (He et al.'s, for ReLU networks) (default xavier)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument('--init-from', metavar='RUN_DIR', help='start from a trained shallower '
+                       'run, as the paper trains its deeper nets: its first four convolutions '
+                       'and last three dense layers, where the shapes match')
+    start.add_argument('--from-model-zoo', dest='model_zoo', metavar='NAME', choices=ARCH_NAMES,
+                       help="start from the weights of MXNet's model zoo network NAME "
+                       '(vgg11 ... vgg19_bn; --arch and --ratio then default to NAME and 1; '
+                       'the RGB first convolution is folded to grey, the output layer is new)')
+    p.add_argument('--params', dest='model_zoo_params', metavar='FILE',
+                   help="the model zoo's parameter file (default MXNet's model store)")
     p.add_argument('--seed', type=int, help='seed MXNet, numpy, Python and the shuffling')
     p.add_argument('--max-samples', type=_positive(int),
                    help='use only the first N images of each split')
@@ -194,6 +215,8 @@ def _resume_command(run_dir: str, args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``vgg train``: :func:`vgg.fit` with the flags; returns the exit code."""
+    if args.resume and not args.out:
+        raise ValueError('--resume needs --out DIR, the run directory to continue')
     try:
         fit(_given(args), args.out, resume=args.resume, force=args.force,
             ctx=None if args.ctx == 'auto' else args.ctx, data_dir=args.data_dir,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Any, Callable, Iterable, List, Optional, Union
 
 import mxnet as mx
 from mxnet import gluon, nd
@@ -114,12 +114,19 @@ def join(kvstore: str = 'device') -> Worker:
     return Worker(store, store.rank, store.num_workers)
 
 
-def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker()) -> gluon.Trainer:
+def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker(),
+                 **sgd_options: Any) -> gluon.Trainer:
     """SGD on ``net``'s parameters, normalising ``step(local batch)`` by the global batch.
 
-    For a single process this is ``gluon.Trainer(params, 'sgd', {'learning_rate': lr})``.
+    For a single process this is ``gluon.Trainer(params, 'sgd', {'learning_rate': lr})``;
+    ``sgd_options`` (momentum, wd, lr_scheduler: :func:`vgg.optim.sgd_options`) are added.
     """
-    options, params = {'learning_rate': lr}, net.collect_params()
+    # A list, in the network's own order: given a dict, Gluon orders the parameters by
+    # name, and names carry a per-process counter (conv8 in a fresh process, conv96 in a
+    # notebook's tenth network), so saved optimizer states (momentum) would be matched
+    # to other parameters on resume.
+    options = dict(sgd_options, learning_rate=lr)
+    params = list(net.collect_params().values())
     if not worker.distributed:
         return gluon.Trainer(params, 'sgd', options, kvstore=worker.kvstore)
     # A forward pass in predict mode (build_net's shape inference) leaves convolution
@@ -127,7 +134,7 @@ def make_trainer(net: gluon.Block, lr: float, worker: Worker = Worker()) -> gluo
     # mishandles: a worker asks the server for a weight before worker 0 has stored it,
     # and the server aborts.  reset_ctx copies each parameter into a fresh array of
     # the default layout, before the kvstore first sees it.
-    for param in params.values():
+    for param in params:
         param.reset_ctx(param.list_ctx())
     # The servers sum the workers' gradients: 1/n here and 1/(local batch) in step().
     options['rescale_grad'] = 1 / worker.num_workers

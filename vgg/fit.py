@@ -22,9 +22,11 @@ from .data import load_data_fashion_mnist
 from .devices import environment, parse_ctx, try_gpu
 from .distributed import join, make_trainer, train_worker
 from .model import build_net
+from .optim import sgd_options
 from .plots import plot_history, save_figure
 from .runs import CURVES, Run
 from .training import EpochStats
+from .transfer import init_from, load_model_zoo_weights
 
 CtxSpec = Union[None, str, mx.Context, Sequence[mx.Context]]
 
@@ -83,7 +85,7 @@ def _config(config: Union[None, RunConfig, Mapping[str, Any]], run: Optional[Run
     if not resume:
         if isinstance(config, RunConfig):
             return config
-        return RunConfig(**(config or {}))
+        return RunConfig.from_settings(config or {})
     saved = run.config()
     if config is None:
         return saved
@@ -161,8 +163,8 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
                          f'in {run.path}')
     if done >= config.epochs:
         if chief:
-            print(f'{run.path}: all {config.epochs} epochs are done; '
-                  'give more epochs to train on')
+            print(f'{run.path}: all {config.epochs} epochs are done; give more epochs '
+                  '(vgg train --epochs N) to train on')
         return run.history()
     data_dir = data_dir or (run.data_dir() if resume else None)
     # A resumed run must not replay the first epochs' shuffling and dropout,
@@ -174,8 +176,11 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
         worker.local_batch_size(config.batch_size), resize=config.resize, root=data_dir,
         ctx=ctxs[0], max_samples=config.max_samples, seed=seed,
         num_parts=worker.num_workers, part_index=worker.rank)
-    net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs)
-    trainer = make_trainer(net, config.lr, worker)
+    net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs,
+                    initializer=config.init)
+    if not resume:
+        _start_from(net, config, ctxs, chief)
+    trainer = make_trainer(net, config.lr, worker, **sgd_options(config, len(train_iter)))
     if resume:
         epoch = run.restore(net, trainer, ctxs)
         if chief:
@@ -212,6 +217,22 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
         raise FloatingPointError(f'{err}; {len(history)} of {config.epochs} epochs are saved '
                                  f'in {writer.path}') from None
     return history
+
+
+def _start_from(net: gluon.Block, config: RunConfig, ctxs: List[mx.Context],
+                verbose: bool) -> None:
+    """Trained weights for a new run: a shallower run's (init_from) or the model zoo's."""
+    if config.init_from:
+        copied = init_from(net, load_net(config.init_from, ctxs))
+        message = f'started from {config.init_from}: {", ".join(copied)} copied'
+    elif config.model_zoo:
+        adapted = load_model_zoo_weights(net, config.model_zoo, config.model_zoo_params)
+        message = f"started from the model zoo's {config.model_zoo}" + (
+            f' ({"; ".join(adapted)})' if adapted else '')
+    else:
+        return
+    if verbose:
+        print(message)
 
 
 def load_net(run_dir: str, ctx: CtxSpec = None) -> gluon.HybridBlock:

@@ -25,6 +25,13 @@ VGG16: ConvArch = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 VGG19: ConvArch = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
 CONV_ARCHS = {'vgg11': VGG11, 'vgg13': VGG13, 'vgg16': VGG16, 'vgg19': VGG19}
+# Every architecture name: the paper's four, and each with batch norm after every convolution.
+BN_SUFFIX = '_bn'
+ARCH_NAMES = tuple(CONV_ARCHS) + tuple(name + BN_SUFFIX for name in CONV_ARCHS)
+# Initialisers by name: the chapter's Xavier, and He et al.'s for ReLU networks
+# (std sqrt(2 / fan_in), MXNet's MSRAPrelu with slope 0).
+INITS = {'xavier': lambda: init.Xavier(),
+         'msra': lambda: init.MSRAPrelu(factor_type='in', slope=0.0)}
 
 CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are data.NUM_CLASSES
 
@@ -40,7 +47,7 @@ class _Sequential(nn.HybridSequential):
         return 'sequential'
 
 
-def vgg_block(num_convs: int, num_channels: int) -> nn.HybridSequential:
+def vgg_block(num_convs: int, num_channels: int, batch_norm: bool = False) -> nn.HybridSequential:
     """One VGG block: ``num_convs`` 3x3 convolutions (padding 1, ReLU), then a 2x2 max-pool.
 
     Parameters
@@ -49,6 +56,10 @@ def vgg_block(num_convs: int, num_channels: int) -> nn.HybridSequential:
         Number of convolution layers, at least 1.
     num_channels : int
         Output channels of every convolution in the block, at least 1.
+    batch_norm : bool
+        Put batch normalisation between each convolution and its ReLU
+        (Conv2D -> BatchNorm -> ReLU), as MXNet's model zoo ``vgg*_bn`` does.
+        False gives exactly the chapter's layers.
 
     Returns
     -------
@@ -59,12 +70,17 @@ def vgg_block(num_convs: int, num_channels: int) -> nn.HybridSequential:
     _check_positive_int('num_channels', num_channels)
     blk = _Sequential()
     for _ in range(num_convs):
-        blk.add(nn.Conv2D(num_channels, kernel_size=3, padding=1, activation='relu'))
+        if batch_norm:
+            blk.add(nn.Conv2D(num_channels, kernel_size=3, padding=1), nn.BatchNorm(),
+                    nn.Activation('relu'))
+        else:
+            blk.add(nn.Conv2D(num_channels, kernel_size=3, padding=1, activation='relu'))
     blk.add(nn.MaxPool2D(pool_size=2, strides=2))
     return blk
 
 
-def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10) -> nn.HybridSequential:
+def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10,
+        batch_norm: bool = False) -> nn.HybridSequential:
     """The VGG network of the chapter: one block per ``conv_arch`` entry, then the classifier.
 
     The classifier is Dense(4096, relu), Dropout(0.5), Dense(4096, relu),
@@ -76,6 +92,8 @@ def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10) -> nn.Hybri
         ``(num_convs, num_channels)`` for every block, e.g. :data:`VGG11`.
     num_outputs : int
         Number of classes.
+    batch_norm : bool
+        Batch normalisation after every convolution (see :func:`vgg_block`).
 
     Returns
     -------
@@ -86,7 +104,7 @@ def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10) -> nn.Hybri
     _check_positive_int('num_outputs', num_outputs)
     net = _Sequential()
     for num_convs, num_channels in conv_arch:
-        net.add(vgg_block(num_convs, num_channels))
+        net.add(vgg_block(num_convs, num_channels, batch_norm))
     net.add(nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
             nn.Dense(4096, activation='relu'), nn.Dropout(0.5),
             nn.Dense(num_outputs))
@@ -156,13 +174,20 @@ def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
     return narrowed
 
 
-def conv_arch_by_name(name: str) -> ConvArch:
-    """The paper's configuration called ``name`` ('vgg11', 'vgg13', 'vgg16' or 'vgg19')."""
+def parse_arch(name: str) -> Tuple[ConvArch, bool]:
+    """``(conv_arch, batch_norm)`` of an architecture name: 'vgg11' ... 'vgg19', or with '_bn'."""
     try:
-        return CONV_ARCHS[name.lower()]
+        lower = name.lower()
+        batch_norm = lower.endswith(BN_SUFFIX)
+        return CONV_ARCHS[lower[:-len(BN_SUFFIX)] if batch_norm else lower], batch_norm
     except (KeyError, AttributeError):
         raise ValueError(f'unknown architecture {name!r}; choose one of '
-                         f'{", ".join(CONV_ARCHS)}') from None
+                         f'{", ".join(ARCH_NAMES)}') from None
+
+
+def conv_arch_by_name(name: str) -> ConvArch:
+    """The paper's configuration called ``name`` ('vgg11' ... 'vgg19'; a '_bn' suffix is allowed)."""
+    return parse_arch(name)[0]
 
 
 def min_input_size(conv_arch: Sequence[Tuple[int, int]]) -> int:
@@ -198,23 +223,43 @@ def check_resize(conv_arch: Sequence, resize: int) -> None:
 
 
 def build_net(arch: str, ratio: float, resize: int, num_outputs: int = NUM_CLASSES,
-              ctx: Optional[List[mx.Context]] = None,
-              channels: int = CHANNELS) -> gluon.HybridBlock:
-    """The narrowed VGG network, Xavier-initialised on ``ctx`` with every shape known.
+              ctx: Optional[List[mx.Context]] = None, channels: int = CHANNELS,
+              initializer: str = 'xavier') -> gluon.HybridBlock:
+    """The narrowed VGG network, initialised on ``ctx`` with every shape known.
 
     A forward pass on a zero batch fixes the shapes, so that loading parameters
     of another configuration fails on the spot instead of later, inside MXNet.
 
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCH_NAMES` ('vgg11', ..., 'vgg19_bn').
+    ratio : float
+        Channel divisor (:func:`narrow`).
+    resize : int
+        Input height and width.
+    num_outputs, channels : int
+        Classes and input channels.
+    ctx : list of Context, optional
+        Where the parameters live (default the CPU).
+    initializer : str
+        'xavier' (the chapter's) or 'msra' (He); batch norm and biases keep
+        their own initialisation (ones and zeros).
+
     Raises
     ------
     ValueError
-        If the architecture is unknown, the ratio leaves a block without channels
-        or ``resize`` is too small for the pooling blocks.
+        If the architecture or initializer is unknown, the ratio leaves a block
+        without channels or ``resize`` is too small for the pooling blocks.
     """
-    conv_arch = narrow(conv_arch_by_name(arch), ratio)
+    conv_arch, batch_norm = parse_arch(arch)
+    conv_arch = narrow(conv_arch, ratio)
     check_resize(conv_arch, resize)
+    if initializer not in INITS:
+        raise ValueError(f'unknown initializer {initializer!r}; choose one of '
+                         f'{", ".join(INITS)}')
     ctx = ctx or [mx.cpu()]
-    net = vgg(conv_arch, num_outputs)
-    net.initialize(init.Xavier(), ctx=ctx)
+    net = vgg(conv_arch, num_outputs, batch_norm)
+    net.initialize(INITS[initializer](), ctx=ctx)
     net(nd.zeros((1, channels, resize, resize), ctx=ctx[0]))
     return net

@@ -37,13 +37,17 @@ def read_image(path: str, invert: bool = False) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ('RGBA', 'LA', 'PA') or 'transparency' in img.info:
-                colour = (255, 255, 255, 255) if invert else (0, 0, 0, 255)
-                background = Image.new('RGBA', img.size, colour)
-                img = Image.alpha_composite(background, img.convert('RGBA'))
-            grey = img.convert('L')
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        # UnidentifiedImageError and truncated files are OSErrors too.
+            if img.mode in ('I', 'F') or img.mode.startswith('I;16'):
+                grey = _scaled_to_8_bits(img, path)
+            else:
+                if img.mode in ('RGBA', 'LA', 'PA') or 'transparency' in img.info:
+                    colour = (255, 255, 255, 255) if invert else (0, 0, 0, 255)
+                    background = Image.new('RGBA', img.size, colour)
+                    img = Image.alpha_composite(background, img.convert('RGBA'))
+                grey = img.convert('L')
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        # UnidentifiedImageError and truncated files are OSErrors; a broken PNG chunk
+        # is a SyntaxError in Pillow.
         reason = getattr(err, 'strerror', None) or err
         raise ValueError(f'{path}: not an image that can be read ({reason})') from None
     if invert:
@@ -52,6 +56,26 @@ def read_image(path: str, invert: bool = False) -> np.ndarray:
     square = Image.new('L', (side, side), 0)
     square.paste(grey, ((side - grey.width) // 2, (side - grey.height) // 2))
     return np.asarray(square.resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _scaled_to_8_bits(img: Image.Image, path: str) -> Image.Image:
+    """A 16- or 32-bit integer or a float grey image scaled to 8 bits.
+
+    Pillow's own conversion to 'L' clips instead: a 16-bit image saturates
+    and a float image in 0..1 becomes black and white.  Integer images are
+    scaled from their type's range (16 bits for 'I;16' and for 'I' images
+    whose values fit in 16 bits, as 16-bit PNGs are read); float images from
+    0..1 when their values lie in it, else they are taken as 0..255.
+    """
+    values = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError('it holds values that are not finite numbers')
+    if img.mode == 'F':
+        top = 1.0 if values.min() >= 0 and values.max() <= 1 else 255.0
+    else:
+        top = 65535.0 if img.mode.startswith('I;16') or values.max() <= 65535 else 2.0 ** 32 - 1
+    scaled = np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode='L')
 
 
 def predict_probabilities(net: gluon.Block, images: np.ndarray, resize: int,

@@ -147,29 +147,29 @@ class _Sums:
             self.correct[i] = self.correct[i] + _correct(y_hat, y_part)
         self.n += batch_size
 
-    def snapshot(self) -> Tuple[List[nd.NDArray], List[nd.NDArray], int]:
-        return list(self.loss), list(self.correct), self.n
+    def snapshot(self, lr: float) -> Tuple[List[nd.NDArray], List[nd.NDArray], int, float]:
+        return list(self.loss), list(self.correct), self.n, lr
 
 
-def _read(snapshot) -> Tuple[float, float, int]:
-    """(loss sum, correct count, images) of a snapshot; waits for it."""
-    loss, correct, n = snapshot
-    return sum(s.asscalar() for s in loss), sum(c.asscalar() for c in correct), n
+def _read(snapshot) -> Tuple[float, float, int, float]:
+    """(loss sum, correct count, images, learning rate) of a snapshot; waits for it."""
+    loss, correct, n, lr = snapshot
+    return sum(s.asscalar() for s in loss), sum(c.asscalar() for c in correct), n, lr
 
 
-def _points(cumulative: List[Tuple[int, float, float, int]], epoch: int,
+def _points(cumulative: List[Tuple[int, float, float, int, float]], epoch: int,
             num_batches: int) -> List[Dict[str, float]]:
     """About POINTS_PER_EPOCH evenly spaced points of an epoch from its cumulative sums."""
     step = max(1, len(cumulative) // POINTS_PER_EPOCH)
     chosen = cumulative[step - 1::step]
     if chosen[-1] is not cumulative[-1]:
         chosen[-1] = cumulative[-1]
-    points, before = [], (0, 0.0, 0.0, 0)
+    points, before = [], (0, 0.0, 0.0, 0, 0.0)
     for mark in chosen:
         images = mark[3] - before[3]
         points.append({'epoch': epoch - 1 + mark[0] / num_batches,
                        'loss': (mark[1] - before[1]) / images,
-                       'train_acc': (mark[2] - before[2]) / images})
+                       'train_acc': (mark[2] - before[2]) / images, 'lr': mark[4]})
         before = mark
     return points
 
@@ -214,7 +214,8 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
         ``images_per_sec`` (training images over the training time) and
         ``points``: the finer history, about :data:`POINTS_PER_EPOCH` dicts
         with ``epoch`` (fractional: 1.5 is half-way through epoch 2),
-        ``loss`` and ``train_acc`` over the images since the previous point.
+        ``loss`` and ``train_acc`` over the images since the previous point,
+        and ``lr``, the learning rate of the last update before the point.
 
     Raises
     ------
@@ -234,7 +235,7 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
         every = max(1, round(num_batches / POINTS_PER_EPOCH)) if num_batches else 1
         sums = _Sums(ctxs)
         marks: List[Tuple[int, tuple]] = []  # (batch, snapshot) not read yet
-        cumulative: List[Tuple[int, float, float, int]] = []  # (batch, loss, correct, n)
+        cumulative: List[tuple] = []  # (batch, loss, correct, n, lr)
         batch, start, previous = 0, time.time(), None
         bar = _progress_bar(total, epoch, progress)
 
@@ -261,7 +262,7 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
                     read_marks(batch - 1)
                 previous = list(sums.loss)
                 if batch % every == 0:
-                    marks.append((batch, sums.snapshot()))
+                    marks.append((batch, sums.snapshot(trainer.learning_rate)))
                 if bar is not None:
                     bar.update(X.shape[0])
         finally:
@@ -270,11 +271,11 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
         if batch == 0:
             raise ValueError('train got an empty training iterator')
         if not marks or marks[-1][0] != batch:
-            marks.append((batch, sums.snapshot()))
+            marks.append((batch, sums.snapshot(trainer.learning_rate)))
         read_marks(batch)
         num_batches = batch
         points = _points(cumulative, epoch, num_batches)
-        _, loss_sum, correct, n = cumulative[-1]
+        _, loss_sum, correct, n, _ = cumulative[-1]
         train_time = time.time() - start
         test_acc = math.nan if test_iter is None else evaluate_accuracy(test_iter, model, ctxs)
         stats = {'epoch': epoch, 'loss': loss_sum / n, 'train_acc': correct / n,

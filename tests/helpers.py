@@ -1,0 +1,128 @@
+"""Helpers shared by the test modules (and tests/dist_worker.py): synthetic Fashion-MNIST
+files, a tiny network, running ``python -m vgg`` and making run directories.
+
+Test modules import from here, never from each other nor conftest.py
+(which holds only fixtures).  pytest puts tests/ on sys.path (rootdir-relative
+conftest, no __init__.py), and ``python tests/dist_worker.py`` has tests/ as its
+script folder, so ``import helpers`` works in both.
+"""
+import gzip
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import vgg  # noqa: F401  (sets OMP_NUM_THREADS before MXNet loads)
+import numpy as np
+from mxnet import gluon, nd
+from mxnet.gluon import nn
+
+from vgg.config import RunConfig
+from vgg.model import build_net
+from vgg.runs import Run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'fashion-mnist')
+
+# One epoch line of vgg.train (the chapter's format); groups: epoch, loss, train acc, test acc.
+LINE = re.compile(r'epoch (\d+), loss (\d+\.\d{4}), train acc (\d\.\d{3}), test acc (\d\.\d{3}), '
+                  r'time \d+\.\d sec')
+
+
+# Synthetic Fashion-MNIST files.
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode uint8 images (N, 28, 28) or labels (N,) as an IDX file."""
+    array = np.asarray(array, dtype=np.uint8)
+    if array.ndim == 3:
+        header = struct.pack('>IIII', 2051, array.shape[0], array.shape[1], array.shape[2])
+    else:
+        header = struct.pack('>II', 2049, array.shape[0])
+    return header + array.tobytes()
+
+
+def synthetic_split(num: int, seed: int = 0):
+    """Learnable images: class k is a bright 6x6 square at a class-specific place, plus noise."""
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, 10, num).astype(np.uint8)
+    images = rng.randint(0, 60, (num, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[i, 4 + 12 * row:10 + 12 * row, 1 + 5 * col:7 + 5 * col] = 255
+    return images, labels
+
+
+def write_dataset(directory, num_train=96, num_test=40, compress=True, seed=0):
+    """Write the four IDX files (gzip or raw) of a synthetic set; return their arrays."""
+    os.makedirs(directory, exist_ok=True)
+    arrays = {'train': synthetic_split(num_train, seed), 'test': synthetic_split(num_test, seed + 1)}
+    names = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+    for split, (images, labels) in arrays.items():
+        for name, array in zip(names[split], (images, labels)):
+            data = idx_bytes(array)
+            if compress:
+                with gzip.open(os.path.join(directory, name + '.gz'), 'wb') as f:
+                    f.write(data)
+            else:
+                with open(os.path.join(directory, name), 'wb') as f:
+                    f.write(data)
+    return arrays
+
+
+def synthetic_batches(num, batch_size, seed):
+    """``synthetic_split`` as a list of (X, y) batches of NDArrays, X scaled to [0, 1]."""
+    images, labels = synthetic_split(num, seed)
+    X = nd.array(images[:, None] / 255, dtype='float32')
+    y = nd.array(labels, dtype='int32')
+    return [(X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, num, batch_size)]
+
+
+# A tiny network.
+def small_cnn():
+    """A small dropout-free network: the same updates whatever the random state."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, kernel_size=5, activation='relu'), nn.MaxPool2D(2, 2),
+            nn.Dense(32, activation='relu'), nn.Dense(10))
+    return net
+
+
+# The command line.
+# A tiny, quick configuration: ratio 16, 32x32 images.
+QUICK = ['--resize', '32', '--ratio', '16', '--batch-size', '32', '--ctx', 'cpu']
+
+
+def run_cli(*args, env=None, timeout=300):
+    """``python -m vgg ARGS`` in a subprocess, from the repository; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, '-m', 'vgg', *map(str, args)], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*args, **popen_args):
+    """``python -m vgg ARGS`` started in the background (stdout and stderr piped, text)."""
+    return subprocess.Popen([sys.executable, '-m', 'vgg', *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_args)
+
+
+def make_run(path, done=1, data_dir=None, params_arch=None, **settings):
+    """A run directory with ``done`` epochs of an untrained network (no training, so quick).
+
+    ``settings`` override the quick configuration (vgg11, ratio 16, resize 32,
+    3 epochs, batch 32); ``params_arch`` saves the parameters of another
+    architecture instead, as a mismatched checkpoint.  Every saved epoch has the
+    fields :meth:`vgg.Run.history` requires (numbers) and a one-point ``points``.
+    """
+    config = RunConfig(**dict(dict(arch='vgg11', ratio=16, resize=32, epochs=3, batch_size=32),
+                              **settings))
+    run = Run(str(path))
+    run.prepare()
+    run.start(config, data_dir)
+    net = build_net(params_arch or config.arch, config.ratio, config.resize)
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': config.lr})
+    save = run.saver(net, trainer)
+    for epoch in range(1, done + 1):
+        save({'epoch': epoch, 'loss': 2.3, 'train_acc': 0.1, 'test_acc': 0.1, 'time': 1.0,
+              'images_per_sec': 100.0,
+              'points': [{'epoch': float(epoch), 'loss': 2.3, 'train_acc': 0.1}]})
+    return run

@@ -1,0 +1,185 @@
+"""vgg.fit: a whole run from a config, its run directory record, resume, force, Ctrl-C."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon, init, nd
+
+import vgg
+from vgg.fit import Interrupted, fit, load_net
+from vgg.runs import Run
+
+# Quick settings on the 96 + 40 synthetic images of the fashion_dir fixture.
+QUICK = {'resize': 32, 'ratio': 16, 'batch_size': 8, 'epochs': 1, 'seed': 0}
+
+
+def test_fit_trains_exactly_as_the_chapters_code(fashion_dir):
+    # The chapter's steps written out (as the notebooks used to): same seed, same numbers.
+    mx.random.seed(0)
+    net = vgg.vgg(vgg.narrow(vgg.VGG11, 16), 10)
+    net.initialize(init.Xavier(), ctx=mx.cpu())
+    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.05})
+    train_iter, test_iter = vgg.load_data_fashion_mnist(8, resize=32, root=fashion_dir, seed=0)
+    by_hand = vgg.train(train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
+                        trainer, mx.cpu(), 2, progress=False)
+    by_fit = fit(dict(QUICK, epochs=2), ctx='cpu', data_dir=fashion_dir, progress=False)
+    for hand, fitted in zip(by_hand, by_fit):
+        assert [hand[k] for k in ('loss', 'train_acc', 'test_acc')] == \
+            [fitted[k] for k in ('loss', 'train_acc', 'test_acc')]
+    assert len(by_fit) == 2
+
+
+def test_run_record_holds_what_was_used(fashion_dir, tmp_path, monkeypatch, capsys):
+    # The data folder comes from the environment, not from an argument: it is recorded all the same.
+    monkeypatch.setenv('VGG_DATA_DIR', fashion_dir)
+    out = tmp_path / 'run'
+    history = fit(QUICK, str(out), ctx=mx.cpu(), progress=False)
+    record = json.loads((out / 'config.json').read_text())
+    assert record['data_dir'] == os.path.abspath(fashion_dir)
+    session, = record['sessions']
+    assert session['ctx'] == ['cpu(0)'] and session['from_epoch'] == 0
+    assert session['cores'] == os.cpu_count() and isinstance(session['isa'], list)
+    assert session['cpu'] and session['versions']['mxnet'] == mx.__version__
+    assert session['versions']['numpy'] == np.__version__
+    # 96 images in batches of 8: 12 batches, 12 points of finer history, also on disk.
+    lines = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert lines == json.loads(json.dumps(history))
+    points = lines[0]['points']
+    assert [round(p['epoch'], 6) for p in points] == [round(b / 12, 6) for b in range(1, 13)]
+    # The points split the epoch into equal parts: their mean is the epoch's mean.
+    assert np.mean([p['loss'] for p in points]) == pytest.approx(lines[0]['loss'], rel=1e-5)
+    assert np.mean([p['train_acc'] for p in points]) == pytest.approx(lines[0]['train_acc'])
+    assert (out / 'history.png').stat().st_size > 0
+    # Later commands find the data through the record, with VGG_DATA_DIR gone.
+    monkeypatch.delenv('VGG_DATA_DIR')
+    assert Run(str(out)).data_dir() == os.path.abspath(fashion_dir)
+
+
+def test_resume_goes_on_where_the_run_stopped_and_records_the_session(fashion_dir, tmp_path,
+                                                                       capsys):
+    out = str(tmp_path / 'run')
+    fit(QUICK, out, ctx='cpu', data_dir=fashion_dir, progress=False)
+    history = fit({'epochs': 3}, out, resume=True, ctx='cpu', progress=False)
+    assert [h['epoch'] for h in history] == [1, 2, 3]
+    assert 'resuming' in capsys.readouterr().out
+    record = json.loads(open(os.path.join(out, 'config.json')).read())
+    assert record['epochs'] == 3
+    assert [s['from_epoch'] for s in record['sessions']] == [0, 1]
+    assert Run(out).history() == json.loads(json.dumps(history))
+    # Nothing left to do: the history comes back without training.
+    assert fit(None, out, resume=True, data_dir=fashion_dir) == Run(out).history()
+    assert 'all 3 epochs are done' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'config': {'lr': 0.1}, 'resume': True}, "lr 0.1 conflicts with the run's lr 0.05"),
+    ({'config': {'epochs': 1}, 'resume': False}, 'already holds a run'),
+    ({'config': None, 'resume': True, 'force': True}, 'exclude each other'),
+    ({'config': {'epochs': 0}, 'resume': False}, 'epochs must be positive'),
+])
+def test_refusals_leave_the_run_alone(fashion_dir, tmp_path, kwargs, message, capsys):
+    out = str(tmp_path / 'run')
+    fit(dict(QUICK, epochs=2), out, ctx='cpu', data_dir=fashion_dir, progress=False)
+    before = {name: open(os.path.join(out, name), 'rb').read()
+              for name in ('config.json', 'metrics.jsonl')}
+    config = kwargs.pop('config')
+    with pytest.raises(ValueError, match=message):
+        fit(config, out, ctx='cpu', data_dir=fashion_dir, **kwargs)
+    assert before == {name: open(os.path.join(out, name), 'rb').read() for name in before}
+
+
+def test_force_deletes_nothing_until_the_new_run_can_start(fashion_dir, tmp_path, capsys):
+    out = str(tmp_path / 'run')
+    fit(QUICK, out, ctx='cpu', data_dir=fashion_dir, progress=False)
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    for name in ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
+                 't10k-labels-idx1-ubyte'):
+        (broken / name).write_bytes(b'not an IDX file')
+    with pytest.raises(vgg.DataError):
+        fit(dict(QUICK, resize=64), out, force=True, ctx='cpu', data_dir=str(broken))
+    assert Run(out).config().resize == 32 and len(Run(out).history()) == 1
+    assert os.path.exists(Run(out).checkpoint(1)['params'])
+    fit(dict(QUICK, resize=64), out, force=True, ctx='cpu', data_dir=fashion_dir, progress=False)
+    assert Run(out).config().resize == 64
+
+
+def test_ctrl_c_says_what_is_saved(fashion_dir, tmp_path, capsys):
+    out = str(tmp_path / 'run')
+
+    def stop_after_epoch_1(stats):
+        if stats['epoch'] == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(Interrupted) as stop:
+        fit(dict(QUICK, epochs=3), out, ctx='cpu', data_dir=fashion_dir, progress=False,
+            on_epoch_end=stop_after_epoch_1)
+    assert isinstance(stop.value, KeyboardInterrupt)
+    assert stop.value.saved == 1 and stop.value.run.path == out
+    assert stop.value.message() == f'1 of 3 epochs are saved in {out}'
+    assert len(Run(out).history()) == 1
+
+
+def test_a_diverging_run_says_what_is_saved(fashion_dir, tmp_path, capsys):
+    out = str(tmp_path / 'run')
+    with pytest.raises(FloatingPointError, match=f'0 of 1 epochs are saved in {out}'):
+        fit(dict(QUICK, lr=1e38), out, ctx='cpu', data_dir=fashion_dir, progress=False)
+
+
+def test_load_net_gives_the_trained_network(fashion_dir, tmp_path, capsys):
+    out = str(tmp_path / 'run')
+    fit(QUICK, out, ctx='cpu', data_dir=fashion_dir, progress=False)
+    first, second = load_net(out, 'cpu'), load_net(out, [mx.cpu()])
+    X = nd.random.uniform(shape=(2, 1, 32, 32))
+    np.testing.assert_array_equal(first(X).asnumpy(), second(X).asnumpy())
+    untrained = vgg.build_net('vgg11', 16, 32)
+    assert not np.array_equal(first(X).asnumpy(), untrained(X).asnumpy())
+
+
+@pytest.mark.parametrize('ctx', [5, [], ['cpu']])
+def test_bad_ctx_is_refused(ctx):
+    with pytest.raises(ValueError, match='ctx must be'):
+        fit(QUICK, ctx=ctx)
+
+
+def test_a_resumed_run_continues_the_schedule_exactly(fashion_dir, tmp_path, capsys):
+    settings = dict(QUICK, epochs=3, momentum=0.9, lr_schedule='cosine', warmup_epochs=0.5)
+
+    def lrs(history):
+        return [round(p['lr'], 12) for h in history for p in h['points']]
+    whole = fit(settings, str(tmp_path / 'whole'), ctx='cpu', data_dir=fashion_dir,
+                progress=False)
+    out = str(tmp_path / 'stopped')
+
+    def stop_after_epoch_1(stats):
+        if stats['epoch'] == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(Interrupted):
+        fit(settings, out, ctx='cpu', data_dir=fashion_dir, progress=False,
+            on_epoch_end=stop_after_epoch_1)
+    resumed = fit(None, out, resume=True, ctx='cpu', progress=False)
+    # 12 updates an epoch, a point after each: the rate at every update is the same.
+    assert len(lrs(whole)) == 36 and lrs(resumed) == lrs(whole)
+    assert lrs(whole)[5] == pytest.approx(0.05) and lrs(whole)[-1] == pytest.approx(0, abs=1e-9)
+
+
+def test_staged_and_model_zoo_starts_through_fit(fashion_dir, tmp_path, capsys):
+    shallow = str(tmp_path / 'vgg11')
+    fit(QUICK, shallow, ctx='cpu', data_dir=fashion_dir, progress=False)
+    fit(dict(QUICK, arch='vgg13_bn', init='msra', init_from=shallow), str(tmp_path / 'vgg13'),
+        ctx='cpu', data_dir=fashion_dir, progress=False)
+    assert f'started from {shallow}: ' in capsys.readouterr().out
+    # A zoo network saved here stands in for MXNet's model store (offline).
+    from mxnet.gluon.model_zoo.vision import get_vgg
+    zoo = get_vgg(11)
+    zoo.initialize()
+    zoo(nd.zeros((1, 3, 32, 32)))
+    zoo.save_parameters(str(tmp_path / 'zoo.params'))
+    settings = {k: v for k, v in QUICK.items() if k != 'ratio'}  # the zoo's widths: ratio 1
+    fit(dict(settings, model_zoo='vgg11', model_zoo_params=str(tmp_path / 'zoo.params')),
+        str(tmp_path / 'tuned'), ctx='cpu', data_dir=fashion_dir, progress=False)
+    out = capsys.readouterr().out
+    assert "started from the model zoo's vgg11 (first convolution: RGB weights summed" in out
+    assert 'output layer: new, for 10 classes' in out
+    assert Run(str(tmp_path / 'tuned')).config().ratio == 1
