@@ -1,3 +1,4 @@
+import json
 import os
 import re
 
@@ -60,6 +61,9 @@ def test_summary_prints_the_table_and_totals():
     assert result.returncode == 0, result.stderr
     assert re.search(r'^Total +16,993,658 ', result.stdout, re.M)  # the Dense layers dominate
     assert result.stdout.count('Conv2D') == 8 and 'Input shape: (1, 1, 32, 32)' in result.stdout
+    bn = run_cli('summary', '--arch', 'vgg11_bn', '--ratio', '16', '--resize', '32')
+    assert bn.returncode == 0, bn.stderr
+    assert bn.stdout.count('BatchNorm') == 8 and bn.stdout.count('Conv2D') == 8
 
 
 @pytest.mark.slow
@@ -84,10 +88,17 @@ def _run(tmp, data, **settings):
     return {'data': data, 'run': make_run(tmp / 'run', data_dir=data, **settings).path}
 
 
-def _damaged(kind, damage):
+def _damaged(kind, damage, checksums=True):
+    """A run whose checkpoint file is damaged; ``checksums`` False makes it a run saved before
+    metrics.jsonl held checksums, so that the damage shows only when the file is read."""
     def setup(tmp, data):
         places = _run(tmp, data)
         damage(os.path.join(places['run'], 'checkpoints', f'epoch-0001.{kind}'))
+        if not checksums:
+            metrics = os.path.join(places['run'], 'metrics.jsonl')
+            lines = [json.loads(line) for line in open(metrics)]
+            with open(metrics, 'w') as f:
+                f.writelines(json.dumps(dict(line, checkpoint=None)) + '\n' for line in lines)
         return places
     return setup
 
@@ -135,6 +146,16 @@ BAD_INPUTS = [
     ('resize', _data, TRAIN + ['--resize', '16'],
      'resize 16 is too small: 5 pooling blocks need at least 32 pixels'),
     ('summary-resize', _data, ['summary', '--resize', '8'], 'need at least 32 pixels'),
+    ('summary-too-large', _data, ['summary', '--ratio', '0.001'],
+     "block 1's convolution weight would hold"),
+    ('ctx-id-too-large', _data, TRAIN + ['--ctx', 'cpu:2147483648'], 'must be below 64'),
+    ('seed-too-large', _data, TRAIN + ['--seed', '4294967295'],
+     'seed must be between 0 and 2147483647'),
+    ('model-zoo-offline', _data, TRAIN + ['--from-model-zoo', 'vgg11', '--ratio', '1',
+                                          '--params', '{data}/none.params'],
+     'model zoo parameters {data}/none.params not found'),
+    ('init-from-nothing', _data, TRAIN + ['--init-from', '{data}/no-run'],
+     '{data}/no-run holds no run (config.json is missing)'),
     ('epochs', _data, TRAIN + ['--epochs', '0'], 'argument --epochs: must be positive, got 0'),
     ('batch-size', _data, TRAIN + ['--batch-size', '-2'], 'must be positive, got -2'),
     ('not-a-number', _data, TRAIN + ['--batch-size', 'x'],
@@ -168,11 +189,17 @@ BAD_INPUTS = [
      ['train', '--resume', '--out', '{run}', '--epochs', '1'],
      'epochs 1 is fewer than the 2 epochs already done'),
     ('truncated-states', _damaged('states', _truncate), ['train', '--resume', '--out', '{run}'],
+     'checkpoint {run}/checkpoints/epoch-0001.states is not the file epoch 1 saved'),
+    ('truncated-states-no-checksum', _damaged('states', _truncate, checksums=False),
+     ['train', '--resume', '--out', '{run}'],
      'trainer state {run}/checkpoints/epoch-0001.states is truncated or corrupt'),
     ('missing-checkpoint', _damaged('params', os.remove), ['evaluate', '{run}'],
      'checkpoint {run}/checkpoints/epoch-0001.params is missing (metrics.jsonl records epoch 1 '
      'as done)'),
     ('truncated-checkpoint', _damaged('params', _truncate), ['evaluate', '{run}'],
+     'checkpoint {run}/checkpoints/epoch-0001.params is not the file epoch 1 saved'),
+    ('truncated-checkpoint-no-checksum', _damaged('params', _truncate, checksums=False),
+     ['evaluate', '{run}'],
      'checkpoint {run}/checkpoints/epoch-0001.params is truncated or corrupt'),
     ('mismatched-checkpoint', lambda tmp, data: _run(tmp, data, params_arch='vgg13'),
      ['export', '{run}'], "does not fit the run's network (vgg11, ratio 16)"),

@@ -76,7 +76,10 @@ def test_resumed_may_only_change_the_epochs():
     saved = RunConfig(resize=96, epochs=2, seed=0)
     assert saved.resumed({'epochs': 5}) == dataclasses.replace(saved, epochs=5)
     assert saved.resumed(saved.to_dict()) == saved
-    with pytest.raises(ValueError, match="lr 0.1 conflicts with the run's lr 0.05"):
-        saved.resumed({'lr': 0.1, 'epochs': 5})
+    assert saved.resumed({'lr': 0.01}).lr == 0.01  # a constant rate may be lowered
+    with pytest.raises(ValueError, match="batch_size 64 conflicts with the run's batch_size 128"):
+        saved.resumed({'batch_size': 64, 'epochs': 5})
+    with pytest.raises(ValueError, match='follows a cosine schedule'):
+        dataclasses.replace(saved, lr_schedule='cosine').resumed({'lr': 0.01})
     with pytest.raises(ValueError, match="seed None conflicts with the run's seed 0"):
         saved.resumed(RunConfig(resize=96).to_dict())

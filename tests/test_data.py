@@ -264,3 +264,15 @@ def test_real_files(real_data_dir, tmp_path):
             shutil.copyfileobj(src, dst)
     arrays = load_arrays(str(raw), download=False)
     np.testing.assert_array_equal(arrays['test'][0], test_iter.images)
+
+
+def test_official_files_in_each_others_roles_are_refused(real_data_dir, tmp_path):
+    # The real train and t10k image files swapped under each other's names.
+    swapped = {'train-images-idx3-ubyte': 't10k-images-idx3-ubyte',
+               't10k-images-idx3-ubyte': 'train-images-idx3-ubyte'}
+    for name in FILE_NAMES:
+        shutil.copy(os.path.join(real_data_dir, name + '.gz'),
+                    tmp_path / (swapped.get(name, name) + '.gz'))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz is Fashion-MNIST's "
+                       r't10k-images-idx3-ubyte.gz \(by its md5\)'):
+        load_arrays(str(tmp_path), download=False)

@@ -88,3 +88,9 @@ def test_probing_for_a_gpu_on_a_cpu_build_writes_nothing_to_stderr():
     assert probes == ''
     # The control shows that the capture sees MXNet's C++ log (else the check above proves nothing).
     assert 'GPU' in control, control
+
+
+@pytest.mark.parametrize('spec', ['cpu:64', 'cpu:2147483648', 'cpu:0,99'])
+def test_cpu_context_ids_beyond_the_engines_range_are_refused(spec):
+    with pytest.raises(ValueError, match='must be below 64'):
+        parse_ctx(spec)

@@ -226,3 +226,23 @@ def test_msra_initialisation_has_hes_scale():
     assert weight.std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.05)
     with pytest.raises(ValueError, match="unknown initializer 'he'"):
         build_net('vgg11', 16, 32, initializer='he')
+
+
+@pytest.mark.parametrize('kwargs, what', [
+    ({'arch': 'vgg11', 'ratio': 0.001, 'resize': 224}, "block 1's convolution weight"),
+    ({'arch': 'vgg11', 'ratio': 0.25, 'resize': 3000}, "block 1's output"),
+    ({'arch': 'vgg11', 'ratio': 4, 'resize': 50000}, 'the input batch'),
+    ({'arch': 'vgg11', 'ratio': 16, 'resize': 32, 'num_outputs': 10 ** 6}, 'the output weight'),
+    ({'arch': 'vgg11', 'ratio': 0.01, 'resize': 32}, "block 3's convolution weight"),
+    ({'arch': 'vgg11', 'ratio': 1, 'resize': 1100}, 'the first dense weight'),
+])
+def test_sizes_beyond_mxnets_limit_are_refused_before_anything_is_built(kwargs, what):
+    with pytest.raises(ValueError, match=f"{re.escape(what)} would hold [0-9,]+ elements, more "
+                       "than MXNet's limit"):
+        build_net(**kwargs)
+
+
+def test_the_batch_counts_towards_the_limit():
+    from vgg.config import RunConfig
+    with pytest.raises(ValueError, match="block 1's output would hold"):
+        RunConfig(ratio=0.25, batch_size=4096)

@@ -121,3 +121,45 @@ def test_predict_on_real_images(real_run, real_data_dir, tmp_path):
     assert (lines[0].group(2), lines[0].group(3)) == (name, f'{probability:.3f}')
     assert all(float(line.group(3)) >= float(line.group(5)) for line in lines)
     assert os.path.exists(real_run.file('history.png'))
+
+
+def _gradient(dtype, top):
+    return (np.linspace(0, 1, 28 * 28).reshape(28, 28) * top).astype(dtype)
+
+
+@pytest.mark.parametrize('name, image', [
+    ('grey16.png', lambda: Image.fromarray(_gradient(np.uint16, 65535))),
+    ('grey16.tiff', lambda: Image.fromarray(_gradient(np.uint16, 65535))),
+    ('int32.tiff', lambda: Image.fromarray(_gradient(np.int32, 65535), mode='I')),
+    ('unit-float.tiff', lambda: Image.fromarray(_gradient(np.float32, 1.0), mode='F')),
+    ('byte-float.tiff', lambda: Image.fromarray(_gradient(np.float32, 255.0), mode='F')),
+    ('grey8.png', lambda: Image.fromarray(_gradient(np.uint8, 255))),
+])
+def test_every_grey_depth_is_scaled_to_8_bits(tmp_path, name, image):
+    path = tmp_path / name
+    image().save(path)
+    pixels = read_image(str(path))
+    expected = np.round(np.linspace(0, 255, 28 * 28).reshape(28, 28))
+    assert np.abs(pixels.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize('damage', [
+    lambda data: data[:60] + b'\0' * 50,                      # broken chunk: Pillow's SyntaxError
+    lambda data: data[:8] + b'\0\0\0\rIHDR' + data[16:40],   # a header that lies
+    lambda data: b'GIF89a' + data[6:30],                      # another format's magic, no body
+])
+def test_a_broken_image_file_is_one_value_error(tmp_path, damage):
+    good = tmp_path / 'good.png'
+    Image.fromarray(_gradient(np.uint16, 65535)).save(good)
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(ValueError, match='not an image that can be read'):
+        read_image(str(broken))
+
+
+def test_a_float_image_with_nan_is_refused(tmp_path):
+    values = _gradient(np.float32, 1.0)
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode='F').save(tmp_path / 'nan.tiff')
+    with pytest.raises(ValueError, match='not finite'):
+        read_image(str(tmp_path / 'nan.tiff'))

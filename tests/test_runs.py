@@ -5,6 +5,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -56,8 +57,9 @@ def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
     result = run_cli('train', *QUICK, '--epochs', '2', '--seed', '0', '--no-progress',
                      '--data-dir', fashion_dir, '--out', out)
     assert result.returncode == 0, result.stderr
-    assert files_of(out) == ['checkpoints/epoch-0002.params', 'checkpoints/epoch-0002.states',
-                             'config.json', 'history.png', 'metrics.jsonl']
+    assert files_of(out) == ['.lock', 'checkpoints/epoch-0002.params',
+                             'checkpoints/epoch-0002.states', 'config.json', 'history.png',
+                             'metrics.jsonl']
     config = json.loads((out / 'config.json').read_text())
     sessions = config.pop('sessions')
     # The flags' settings, the defaults for the others, and the data folder used.
@@ -70,6 +72,8 @@ def test_train_out_writes_the_run_and_force_replaces_it(fashion_dir, tmp_path):
     printed = [float(line.split()[3].rstrip(',')) for line in result.stdout.splitlines()[1:]]
     saved = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [s['epoch'] for s in saved] == [1, 2]
+    # The last epoch's line holds its checkpoint's checksums (the earlier checkpoint is gone).
+    assert 'checkpoint' not in saved[0] and set(saved[1]['checkpoint']) == {'params', 'states'}
     assert printed == [round(s['loss'], 4) for s in saved]
     assert (out / 'history.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
@@ -189,3 +193,116 @@ def test_resume_extends_a_finished_run(fashion_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert EPOCH.findall(result.stdout) == ['4'] and epochs_of(run.path) == [1, 2, 3, 4]
     assert Run(run.path).config().epochs == 4
+
+
+# --- faults: a full disk, a second writer, substituted or hand-edited files -------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 100 MB tmpfs: room for one checkpoint of the quick network (67 MB), not two."""
+    mount = tmp_path / 'disk'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=100m', 'tmpfs', str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here (needs root)')
+    yield mount
+    subprocess.run(['umount', '-l', str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_good_epoch(fashion_dir, small_disk, capsys):
+    out = str(small_disk / 'run')
+    settings = {'resize': 32, 'ratio': 16, 'batch_size': 32, 'epochs': 2, 'seed': 0}
+    with pytest.raises(OSError) as error:
+        vgg.fit(settings, out, ctx='cpu', data_dir=fashion_dir, progress=False)
+    message = str(error.value)
+    assert message.startswith(f'cannot write {out}/checkpoints/epoch-0002.params: ')
+    assert 'MB free in' in message and 'unchanged' in message and '\n' not in message
+    run = Run(out)
+    assert epochs_of(out) == [1]
+    assert not [name for name in files_of(out) if name.endswith('.tmp')]
+    # The epoch that was saved is whole: it loads (its checksum is checked first).
+    vgg.load_net(out, 'cpu')
+    assert run.history()[0]['checkpoint']['params']
+
+
+def test_one_writer_per_run_directory(fashion_dir, tmp_path):
+    run = make_run(tmp_path / 'run', done=1, data_dir=fashion_dir)
+    with run.lock():
+        result = run_cli('train', '--resume', '--out', run.path, '--ctx', 'cpu')
+        assert result.returncode == 2 and 'Traceback' not in result.stderr
+        assert result.stderr.strip() == (
+            f'vgg: error: {run.path} is being written by another process (pid {os.getpid()}); '
+            'wait for it to end, stop it, or train into another folder')
+        # The holder itself may not take it twice either (a second fit in a notebook).
+        with pytest.raises(ValueError, match='being written by another process'):
+            vgg.fit(None, run.path, resume=True)
+    assert epochs_of(run.path) == [1]
+
+
+def test_a_killed_writer_leaves_the_run_free(tmp_path):
+    run = Run(str(tmp_path / 'run'))
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[1]); '
+         'from vgg.runs import Run; lock = Run(sys.argv[2]).lock(); lock.__enter__(); '
+         'print("held", flush=True); time.sleep(60)', REPO, run.path],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(ValueError, match=f'pid {holder.pid}'):
+        with run.lock():
+            pass
+    holder.kill()  # SIGKILL: no clean-up runs; the kernel drops the lock
+    holder.wait()
+    with run.lock():
+        pass
+
+
+@pytest.mark.parametrize('kind', ['params', 'states'])
+def test_a_replaced_or_corrupted_checkpoint_is_refused_before_loading(fashion_dir, tmp_path,
+                                                                      kind):
+    run = make_run(tmp_path / 'run', done=2, data_dir=fashion_dir)
+    path = run.checkpoint(2)[kind]
+    if kind == 'params':  # a well-formed file, but another run's
+        other = make_run(tmp_path / 'other', done=2, data_dir=fashion_dir)
+        with open(other.checkpoint(2)[kind], 'rb') as source, open(path, 'wb') as target:
+            target.write(source.read())
+    else:  # plain SGD's states are the same in every run: damage this one instead
+        with open(path, 'ab') as f:
+            f.write(b'\0')
+    message = f'checkpoint {path} is not the file epoch 2 saved'
+    with pytest.raises(ValueError, match=re.escape(message)):
+        vgg.fit(None, run.path, resume=True, ctx='cpu')
+    if kind == 'params':
+        result = run_cli('evaluate', run.path, '--ctx', 'cpu')
+        assert result.returncode == 2 and message in result.stderr
+
+
+def _edit_metrics(run, text):
+    with open(run.file('metrics.jsonl'), 'w') as f:
+        f.write(text)
+
+
+def _edit_config(run, **fields):
+    record = json.loads(open(run.file('config.json')).read())
+    record.update(fields)
+    with open(run.file('config.json'), 'w') as f:
+        json.dump(record, f)
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda run: _edit_metrics(run, '{"epoch": 1}\n'), 'metrics.jsonl is corrupt at line 1'),
+    (lambda run: _edit_metrics(run, '{"epoch": 1, "loss": "low", "train_acc": 0.1, '
+                                    '"test_acc": 0.1, "time": 1, "images_per_sec": 1}\n'),
+     'metrics.jsonl is corrupt at line 1'),
+    (lambda run: _edit_metrics(run, '{"epoch": 1, "loss": 1, "train_acc": 0.1, "test_acc": 0.1, '
+                                    '"time": 1, "images_per_sec": 1, "points": [{"epoch": 1}]}\n'),
+     'metrics.jsonl is corrupt at line 1'),
+    (lambda run: _edit_config(run, data_dir=5), 'data_dir must be a folder name, got 5'),
+    (lambda run: _edit_config(run, lr='fast'), "lr must be a number, got 'fast'"),
+    (lambda run: _edit_config(run, arch='vgg12'), "unknown architecture 'vgg12'"),
+    (lambda run: _edit_config(run, seed=4294967295), 'seed must be between 0 and 2147483647'),
+])
+def test_hand_edited_run_files_are_refused_with_one_line(fashion_dir, tmp_path, edit, message):
+    run = make_run(tmp_path / 'run', done=1, data_dir=fashion_dir)
+    edit(run)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        vgg.fit(None, run.path, resume=True, ctx='cpu')

@@ -219,3 +219,16 @@ def test_a_batch_norm_network_trains_on_two_contexts_each_with_its_own_statistic
     running = net[0][1].running_mean
     first, second = (running.data(c).asnumpy() for c in ctxs)
     assert not np.allclose(first, second)  # each device averaged its own half of every batch
+
+
+def test_a_last_batch_smaller_than_the_devices_trains(capsys):
+    # 65 images in batches of 32: the last batch holds 1 image for 2 contexts.
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    net = small_cnn()
+    net.initialize(init.Xavier(), ctx=ctxs)
+    batches = synthetic_batches(65, 32, seed=0)
+    history = train(batches, batches, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net), ctxs,
+                    1, progress=False)
+    assert history[0]['points'][-1]['epoch'] == 1.0 and history[0]['test_acc'] >= 0
+    Xs, ys = split_batch(batches[-1][0], batches[-1][1], ctxs)
+    assert [x.shape[0] for x in Xs] == [1] and Xs[0].context == mx.cpu(0)

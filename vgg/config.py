@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 import numpy as np
 
-from .model import INITS, check_resize, narrow, parse_arch
+from .model import INITS, check_resize, check_sizes, narrow, parse_arch
 
 # Learning-rate schedules over the whole run (see vgg.optim).
 SCHEDULES = ('constant', 'step', 'cosine')
@@ -96,8 +96,12 @@ class RunConfig:
     model_zoo: Optional[str] = None
     model_zoo_params: Optional[str] = None
 
-    # Settings that a resumed run may change; every other one must stay.
-    CHANGEABLE_ON_RESUME = ('epochs',)
+    # Settings that a resumed run may change; every other one must stay.  The learning
+    # rate may change (to go on from a diverged run's last good epoch) only while it is
+    # constant: a schedule is part of the saved optimizer state.
+    CHANGEABLE_ON_RESUME = ('epochs', 'lr')
+    # MXNet seeds are 0 .. 2**32 - 1, and a run seeds with seed + epochs done + worker rank.
+    MAX_SEED = 2 ** 31 - 1
 
     def __post_init__(self) -> None:
         for name in ('resize', 'epochs', 'batch_size'):
@@ -108,9 +112,13 @@ class RunConfig:
         if self.seed is not None and (isinstance(self.seed, bool)
                                       or not isinstance(self.seed, int)):
             raise ValueError(f'seed must be an integer, got {self.seed!r}')
+        if self.seed is not None and not 0 <= self.seed <= self.MAX_SEED:
+            raise ValueError(f'seed must be between 0 and {self.MAX_SEED}, got {self.seed}')
         if not isinstance(self.arch, str):
             raise ValueError(f'arch must be a name such as vgg11, got {self.arch!r}')
-        check_resize(narrow(parse_arch(self.arch)[0], self.ratio), self.resize)
+        conv_arch = narrow(parse_arch(self.arch)[0], self.ratio)
+        check_resize(conv_arch, self.resize)
+        check_sizes(conv_arch, self.resize, batch_size=self.batch_size)
         _check_choice('init', self.init, tuple(INITS))
         _check_choice('lr_schedule', self.lr_schedule, SCHEDULES)
         for name in ('momentum', 'wd', 'warmup_epochs'):
@@ -183,6 +191,11 @@ class RunConfig:
         ValueError
             Naming the first setting that contradicts the saved configuration.
         """
+        changes_lr = 'lr' in given and given['lr'] != self.lr
+        if changes_lr and (self.lr_schedule != 'constant' or self.warmup_epochs):
+            raise ValueError(f'lr {given["lr"]} conflicts with the run\'s lr {self.lr}: the '
+                             f'run follows a {self.lr_schedule} schedule with warm-up '
+                             f'{self.warmup_epochs}, saved with its optimizer; start a new run')
         for name, value in given.items():
             if name not in self.CHANGEABLE_ON_RESUME and value != getattr(self, name, value):
                 raise ValueError(f"{name} {value} conflicts with the run's {name} "

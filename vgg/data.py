@@ -175,6 +175,7 @@ def load_arrays(root: Optional[str] = None, download: bool = True,
     The files are those of :func:`locate`.
     """
     paths = _locate_files(root, download, mirror)
+    _check_roles(paths)
     arrays = {}
     for split, (image_name, label_name) in SPLITS.items():
         pair = (paths[image_name], paths[label_name])
@@ -261,6 +262,22 @@ def _download_verified(url: str, target: str, md5: str, directory: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _check_roles(paths: Dict[str, str]) -> None:
+    """DataError if a file is, by its checksum, another of the four official files."""
+    known = [(OFFICIAL_MD5, 'md5'), (MXNET_MIRROR_SHA1, 'sha1')]
+    for path in paths.values():
+        name = os.path.basename(path)
+        if not name.endswith('.gz'):  # the checksums are those of the gzip files
+            continue
+        for digests, algorithm in known:
+            others = {digest: other for other, digest in digests.items() if other != name}
+            other = others.get(_file_digest(path, algorithm)) if others else None
+            if other is not None:
+                raise DataError(f'{path} is Fashion-MNIST\'s {other} (by its {algorithm}), '
+                                f'not {name}: the files are swapped or misnamed; give each '
+                                'its own name')
 
 
 def identify(path: str) -> str:

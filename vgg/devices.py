@@ -10,6 +10,8 @@ import mxnet as mx
 from mxnet import nd
 
 _MAX_GPUS = 16
+# CPU contexts are labels for the engine, not cores; MXNet hangs on ids beyond int32.
+_MAX_CPU_CONTEXTS = 64
 
 
 def _gpu_works(index: int) -> bool:
@@ -62,6 +64,9 @@ def parse_ctx(spec: str) -> List[mx.Context]:
             raise ValueError(f'device indices in {spec!r} must be integers, e.g. gpu:0,1') from None
         if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
             raise ValueError(f'device indices in {spec!r} must be distinct and non-negative')
+        if kind == 'cpu' and max(ids) >= _MAX_CPU_CONTEXTS:
+            raise ValueError(f'CPU context ids in {spec!r} must be below {_MAX_CPU_CONTEXTS} '
+                             '(they name engine queues, not cores: cpu:0,1 is two)')
     else:
         ids = [0]
     if kind == 'cpu':

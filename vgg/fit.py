@@ -20,7 +20,7 @@ from mxnet import gluon
 from .config import RunConfig
 from .data import load_data_fashion_mnist
 from .devices import environment, parse_ctx, try_gpu
-from .distributed import join, make_trainer, train_worker
+from .distributed import Worker, join, make_trainer, train_worker
 from .model import build_net
 from .optim import sgd_options
 from .plots import plot_history, save_figure
@@ -153,16 +153,27 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     worker = join(kvstore)
     # Rank policy: worker 0 writes the run directory and prints; the other workers
     # of a job read it only to resume (its checkpoint and configuration).
-    chief = worker.rank == 0
-    writer = run if chief else None
-    if writer is not None:
-        writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
+    writer = run if worker.rank == 0 else None
+    if writer is None:
+        return _train_run(config, run, None, worker, ctxs, resume, force, data_dir, progress,
+                          on_epoch_end)
+    writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
+    with writer.lock():
+        return _train_run(config, run, writer, worker, ctxs, resume, force, data_dir, progress,
+                          on_epoch_end)
+
+
+def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], worker: Worker,
+               ctxs: List[mx.Context], resume: bool, force: bool, data_dir: Optional[str],
+               progress: bool, on_epoch_end: Optional[Callable[[EpochStats], None]]
+               ) -> List[EpochStats]:
+    """The body of :func:`fit`, once the run directory (if this process writes it) is held."""
     done = len(run.history()) if resume else 0
     if resume and config.epochs < done:
         raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already done '
                          f'in {run.path}')
     if done >= config.epochs:
-        if chief:
+        if writer is not None:
             print(f'{run.path}: all {config.epochs} epochs are done; give more epochs '
                   '(vgg train --epochs N) to train on')
         return run.history()
@@ -179,17 +190,19 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs,
                     initializer=config.init)
     if not resume:
-        _start_from(net, config, ctxs, chief)
+        _start_from(net, config, ctxs, writer is not None)
     trainer = make_trainer(net, config.lr, worker, **sgd_options(config, len(train_iter)))
     if resume:
         epoch = run.restore(net, trainer, ctxs)
-        if chief:
+        if config.lr_schedule == 'constant' and not config.warmup_epochs:
+            trainer.set_learning_rate(config.lr)  # a lower rate given to resume
+        if writer is not None:
             print(f'resuming {run.path} after epoch {epoch} of {config.epochs}')
-    session = environment(ctxs)
+    # Nothing of an old run is removed before this point: the new one can start.
     if writer is not None:
+        session = environment(ctxs)
         if resume:
-            if config.epochs != writer.config().epochs:
-                writer.set_epochs(config.epochs)
+            writer.update_config(config)
             writer.add_session(train_iter.data_dir, session)
         else:
             if force:
@@ -199,6 +212,9 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
 
     def epoch_end(stats: EpochStats) -> None:
         history.append(stats)
+        # Loss and accuracy can stay finite while weights are not (ReLU turns NaN into 0):
+        # such an epoch is never saved as a good one.
+        _check_finite(net, stats['epoch'], trainer.learning_rate)
         if writer is not None:
             writer.save_epoch(net, trainer, history)
             save_figure(plot_history(history, title=os.path.basename(writer.path)),
@@ -210,13 +226,31 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
                      trainer, ctxs[0] if len(ctxs) == 1 else ctxs, config.epochs - done,
                      progress=progress, start_epoch=done, on_epoch_end=epoch_end)
     except KeyboardInterrupt:
-        raise Interrupted(writer, len(history), config.epochs) from None
+        raise Interrupted(writer, len(run.history()) if writer else 0, config.epochs) from None
     except FloatingPointError as err:
         if writer is None:
             raise
-        raise FloatingPointError(f'{err}; {len(history)} of {config.epochs} epochs are saved '
-                                 f'in {writer.path}') from None
+        saved, way = len(writer.history()), ''
+        if saved and config.lr_schedule == 'constant' and not config.warmup_epochs:
+            way = (f'; resume from there with a lower learning rate: vgg train --resume --out '
+                   f'{writer.path} --lr {config.lr / 10:g} (or fit(..., resume=True) with '
+                   f"{{'lr': {config.lr / 10:g}}})")
+        raise FloatingPointError(f'{err}; {saved} of {config.epochs} epochs are saved in '
+                                 f'{writer.path}{way}') from None
     return history
+
+
+def _check_finite(net: gluon.Block, epoch: int, lr: float) -> None:
+    """FloatingPointError if a parameter holds NaN or infinity (counted)."""
+    bad = total = 0
+    for param in net.collect_params().values():
+        values = param.data().asnumpy()
+        bad += int(values.size - np.isfinite(values).sum())
+        total += values.size
+    if bad:
+        raise FloatingPointError(f'the parameters became non-finite in epoch {epoch} ({bad:,} '
+                                 f'of {total:,} values are NaN or infinite, though the loss is '
+                                 f'finite); lower the learning rate (it is {lr:g})')
 
 
 def _start_from(net: gluon.Block, config: RunConfig, ctxs: List[mx.Context],

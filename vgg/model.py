@@ -222,6 +222,33 @@ def check_resize(conv_arch: Sequence, resize: int) -> None:
                          f'need at least {min_input_size(conv_arch)} pixels')
 
 
+# MXNet 1.x indexes an array's elements with int32.
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def check_sizes(conv_arch: Sequence[Tuple[int, int]], resize: int, num_outputs: int = NUM_CLASSES,
+                channels: int = CHANNELS, batch_size: int = 1) -> None:
+    """Raise ValueError if an array of the network would exceed MXNet's element limit.
+
+    Checked: the input batch, each block's convolution weights and output for
+    ``batch_size`` images, and every dense layer's weight.
+    """
+    sizes = [('the input batch', batch_size * channels * resize * resize)]
+    side, in_channels = resize, channels
+    for index, (_, num_channels) in enumerate(conv_arch, 1):
+        sizes.append((f'block {index}\'s convolution weight',
+                      max(in_channels, num_channels) * num_channels * 9))
+        sizes.append((f'block {index}\'s output', batch_size * num_channels * side * side))
+        side, in_channels = side // 2, num_channels
+    features = conv_arch[-1][1] * side * side
+    sizes += [('the first dense weight', features * 4096), ('the output weight', 4096 * num_outputs)]
+    for what, size in sizes:
+        if size > MAX_ELEMENTS:
+            raise ValueError(f'{what} would hold {size:,} elements, more than MXNet\'s limit of '
+                             f'{MAX_ELEMENTS:,} per array: use a smaller resize, batch or number '
+                             'of classes, or a larger ratio')
+
+
 def build_net(arch: str, ratio: float, resize: int, num_outputs: int = NUM_CLASSES,
               ctx: Optional[List[mx.Context]] = None, channels: int = CHANNELS,
               initializer: str = 'xavier') -> gluon.HybridBlock:
@@ -255,6 +282,7 @@ def build_net(arch: str, ratio: float, resize: int, num_outputs: int = NUM_CLASS
     conv_arch, batch_norm = parse_arch(arch)
     conv_arch = narrow(conv_arch, ratio)
     check_resize(conv_arch, resize)
+    check_sizes(conv_arch, resize, num_outputs, channels)
     if initializer not in INITS:
         raise ValueError(f'unknown initializer {initializer!r}; choose one of '
                          f'{", ".join(INITS)}')

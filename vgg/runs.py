@@ -21,13 +21,16 @@ removed only then, so the checkpoint of the last listed epoch always exists.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import glob
+import hashlib
 import json
 import os
 import pickle
 import shutil
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import mxnet as mx
 from mxnet import gluon
@@ -36,9 +39,16 @@ from .config import RunConfig
 
 CONFIG, METRICS, CURVES, CHECKPOINTS = 'config.json', 'metrics.jsonl', 'history.png', 'checkpoints'
 CONFUSION, EXPORT = 'confusion.png', 'export'
+LOCK = '.lock'  # flock'ed by the one process that writes the run
 _TEMP_SUFFIX = '.tmp'
-# What every metrics line holds (as numbers), besides its finer history "points".
+# What every metrics line holds (as numbers), and every point of its finer history.
 EPOCH_FIELDS = ('epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec')
+POINT_FIELDS = ('epoch', 'loss', 'train_acc')
+
+
+def _numbers(record: Dict[str, Any], names) -> bool:
+    return all(isinstance(record[name], (int, float)) and not isinstance(record[name], bool)
+               for name in names)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -66,11 +76,33 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as err:
+        # MXNet reports a full disk as its own error, with a C++ trace: one line instead.
+        reason = getattr(err, 'strerror', None) or str(err).strip().splitlines()[-1]
+        raise OSError(f'cannot write {path}: {reason} ({_free_space(directory)}); the file '
+                      'it would replace is unchanged') from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     # The rename itself is durable only once the folder's entry is on disk.
     _fsync_dir(directory)
+
+
+def _free_space(directory: str) -> str:
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError:
+        return 'free space unknown'
+    return f'{usage.free / 1e6:.1f} MB free in {directory}'
+
+
+def sha256(path: str) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_text(path: str, text: str) -> None:
@@ -135,6 +167,38 @@ class Run:
             raise ValueError(f'cannot write to output directory {self.path}: '
                              f'{err.strerror or err}') from None
         self._remove_temporaries()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory as its one writer, until the block ends.
+
+        A kernel lock (flock) on ``.lock``: a second process is refused at once,
+        naming the holder, and the lock goes with its process, ``kill -9`` included.
+
+        Raises
+        ------
+        ValueError
+            If another process holds the run.
+        """
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ValueError(f'cannot write to output directory {self.path}: '
+                             f'{err.strerror or err}') from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+                raise ValueError(f'{self.path} is being written by another process (pid '
+                                 f'{holder}); wait for it to end, stop it, or train into '
+                                 'another folder') from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def clear(self) -> None:
         """Remove the run's files; only this module's own: the folder may hold the user's."""
@@ -211,17 +275,15 @@ class Run:
                              f'got {data_dir!r}')
         return data_dir
 
-    def set_epochs(self, epochs: int) -> RunConfig:
-        """Change the run's total number of epochs (to train it on); returns the new config."""
+    def update_config(self, config: RunConfig) -> None:
+        """Replace the run's settings (those a resume may change), keeping the rest of the record."""
         done = len(self.history())
-        if epochs < done:
-            raise ValueError(f'epochs {epochs} is fewer than the {done} epochs already done '
-                             f'in {self.path}')
+        if config.epochs < done:
+            raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already '
+                             f'done in {self.path}')
         record = self._read_config()
-        config = dataclasses.replace(self.config(), epochs=epochs)
         record.update(config.to_dict())
         self._write_config(record)
-        return config
 
     def history(self) -> List[Dict[str, float]]:
         """The completed epochs' statistics, in order.
@@ -239,10 +301,12 @@ class Run:
             for number, line in enumerate(f, 1):
                 try:
                     stats = json.loads(line)
-                    epoch_ok = stats['epoch'] == number and all(
-                        isinstance(stats[name], (int, float)) and not isinstance(stats[name], bool)
-                        for name in EPOCH_FIELDS)
-                except (ValueError, TypeError, KeyError):
+                    epoch_ok = (stats['epoch'] == number and _numbers(stats, EPOCH_FIELDS)
+                                and all(_numbers(p, POINT_FIELDS)
+                                        for p in stats.get('points', []))
+                                and all(isinstance(digest, str) for digest in
+                                        (stats.get('checkpoint') or {}).values()))
+                except (ValueError, TypeError, KeyError, AttributeError):
                     epoch_ok = False
                 if not epoch_ok:
                     raise ValueError(f'{path} is corrupt at line {number}; expected the '
@@ -264,20 +328,16 @@ class Run:
         paths = self.checkpoint(epoch)
         atomic_write(paths['params'], net.save_parameters)
         atomic_write(paths['states'], trainer.save_states)
-        write_text(self.file(METRICS), ''.join(json.dumps(h) + '\n' for h in history))
+        # The checksums go into the commit record: a checkpoint that was corrupted or
+        # replaced afterwards is refused before it is loaded (.states is a pickle).
+        # Only the last epoch's checkpoint exists, and only its line names one.
+        lines = [{k: v for k, v in h.items() if k != 'checkpoint'} for h in history[:-1]]
+        lines.append(dict(history[-1], checkpoint={kind: sha256(path)
+                                                   for kind, path in paths.items()}))
+        write_text(self.file(METRICS), ''.join(json.dumps(line) + '\n' for line in lines))
         for path in self.checkpoint(epoch - 1).values():
             if os.path.exists(path):
                 os.remove(path)
-
-    def saver(self, net: gluon.Block,
-              trainer: gluon.Trainer) -> Callable[[Dict[str, float]], None]:
-        """An ``on_epoch_end`` for :func:`vgg.train` that saves every epoch with :meth:`save_epoch`."""
-        history = self.history()
-
-        def save(stats: Dict[str, float]) -> None:
-            history.append(stats)
-            self.save_epoch(net, trainer, history)
-        return save
 
     def load_params(self, net: gluon.Block, ctx: Optional[List[mx.Context]] = None) -> int:
         """Load the last completed epoch's parameters into ``net``; returns that epoch.
@@ -319,8 +379,14 @@ class Run:
         return epoch
 
     def _existing(self, epoch: int, kind: str) -> str:
+        """The checkpoint file, once it is known to be the one the epoch saved."""
         path = self.checkpoint(epoch)[kind]
         if not os.path.isfile(path):
             raise ValueError(f'checkpoint {path} is missing '
                              f'({METRICS} records epoch {epoch} as done)')
+        expected = (self.history()[epoch - 1].get('checkpoint') or {}).get(kind)
+        if expected is not None and sha256(path) != expected:  # runs before 0.2 have none
+            raise ValueError(f'checkpoint {path} is not the file epoch {epoch} saved (its '
+                             f'SHA-256 differs from the one in {METRICS}): it was corrupted '
+                             'or replaced, and is not loaded')
         return path

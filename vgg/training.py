@@ -34,7 +34,12 @@ def _as_list(ctx: Optional[Contexts]) -> List[mx.Context]:
 
 def split_batch(X: nd.NDArray, y: nd.NDArray, ctxs: List[mx.Context]
                 ) -> Tuple[List[nd.NDArray], List[nd.NDArray]]:
-    """Split a batch along its first axis onto every context (labels as the features' dtype)."""
+    """Split a batch along its first axis onto the contexts (labels as the features' dtype).
+
+    A batch smaller than the number of contexts (a last batch of 1 image on
+    two devices) goes to as many contexts as it has examples.
+    """
+    ctxs = ctxs[:X.shape[0]]
     if y.dtype != X.dtype:
         y = y.astype(X.dtype)
     return (gluon.utils.split_and_load(X, ctxs, even_split=False),
