@@ -4,6 +4,7 @@ import http.server
 import os
 import shutil
 import threading
+import time
 
 import mxnet as mx
 import numpy as np
@@ -276,3 +277,49 @@ def test_official_files_in_each_others_roles_are_refused(real_data_dir, tmp_path
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz is Fashion-MNIST's "
                        r't10k-images-idx3-ubyte.gz \(by its md5\)'):
         load_arrays(str(tmp_path), download=False)
+
+
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Sends a long file one byte every 0.2 s: never silent long enough for a read timeout."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Length', '100000')
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b'\0')
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client gave up, as it should
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_trickling_mirror_is_cut_off_by_the_total_deadline(isolated_env):
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _TrickleHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = isolated_env / 'downloaded'
+    start = time.monotonic()
+    try:
+        with pytest.raises(DataError, match='took longer than 1 s'):
+            download_fashion_mnist(
+                str(target), mirror=f'http://127.0.0.1:{server.server_address[1]}/', deadline=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - start < 10
+    assert os.listdir(target) == []
+
+
+def test_part_files_of_a_killed_download_are_removed_by_the_next(isolated_env):
+    mirror = isolated_env / 'mirror'
+    write_dataset(mirror)
+    target = isolated_env / 'downloaded'
+    target.mkdir()
+    (target / '.train-images-idx3-ubyte.gzk2j4x.part').write_bytes(b'half a file')
+    with _Server(mirror) as server:
+        download_fashion_mnist(str(target), mirror=server.url, md5s=_md5s(mirror))
+    assert sorted(os.listdir(target)) == sorted(n + '.gz' for n in FILE_NAMES)

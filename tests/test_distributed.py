@@ -328,3 +328,35 @@ def test_killed_worker_fails_the_job_within_the_timeout(tmp_path):
     assert f"worker 1 (pid {pids['worker 1']}) was killed by SIGKILL; stopping every " \
         'process of the job' in err
     assert_all_ended(err)
+
+
+def _children(pid):
+    with open(f'/proc/{pid}/task/{pid}/children') as f:
+        return [int(child) for child in f.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().split()[2] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_leaves_no_process_behind():
+    launcher = subprocess.Popen(
+        [sys.executable, '-m', 'vgg', 'launch', '-n', '2', '-s', '1', '--', sys.executable, '-c',
+         'import time; time.sleep(120)'], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while len(_children(launcher.pid)) < 4 and time.time() < deadline:  # scheduler, server, 2
+        time.sleep(0.2)
+    started = _children(launcher.pid)
+    assert len(started) == 4
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in started) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if _alive(pid)]

@@ -8,11 +8,13 @@ grey level without a worker pool.
 """
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import os
 import struct
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -47,6 +49,7 @@ MXNET_MIRROR_SHA1 = {
 }
 DEFAULT_MIRROR = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 DATA_DIR_ENV = 'VGG_DATA_DIR'
+DOWNLOAD_DEADLINE = 600.0  # seconds a file may take to arrive in all (26 MB at 45 kB/s)
 MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
@@ -198,11 +201,15 @@ def _mirror() -> str:
 
 
 def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
-                           md5s: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+                           md5s: Optional[Dict[str, str]] = None,
+                           deadline: float = DOWNLOAD_DEADLINE) -> Dict[str, str]:
     """Download the missing gzip files into ``directory`` and verify their md5.
 
-    Each file is written to a temporary file in ``directory`` and renamed only
-    once its checksum matches, so no partial file is ever left behind.
+    Each file is written to a temporary ``.part`` file in ``directory`` and
+    renamed only once its checksum matches; a failure removes it, and the
+    ``.part`` files of a process that was killed meanwhile are removed by the
+    next download into the folder.  Each file must arrive within ``deadline``
+    seconds in all (a server that trickles bytes is cut off too).
 
     Parameters
     ----------
@@ -212,6 +219,8 @@ def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
         Base URL; default ``$VGG_FASHION_MNIST_MIRROR`` or Zalando's official mirror.
     md5s : dict, optional
         Expected md5 per gzip file name; default the official release's.
+    deadline : float
+        Seconds each file may take, connection included.
 
     Returns
     -------
@@ -236,22 +245,30 @@ def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
             paths[name] = existing
             continue
         target = os.path.join(directory, name + '.gz')
+        for stale in glob.glob(os.path.join(directory, f'.{name}.gz*.part')):
+            os.remove(stale)  # left by a download that was killed
         url = mirror.rstrip('/') + '/' + name + '.gz'
-        _download_verified(url, target, md5s[name + '.gz'], directory)
+        _download_verified(url, target, md5s[name + '.gz'], directory, deadline)
         paths[name] = target
     return paths
 
 
-def _download_verified(url: str, target: str, md5: str, directory: str) -> None:
+def _download_verified(url: str, target: str, md5: str, directory: str,
+                       deadline: float) -> None:
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(target), suffix='.part', dir=directory)
+    end = time.monotonic() + deadline
     try:
         digest = hashlib.md5()
         with os.fdopen(fd, 'wb') as out:
             try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    for chunk in iter(lambda: response.read(1 << 20), b''):
+                # The socket timeout bounds each wait; read1 returns what has arrived, so
+                # the total deadline is checked however slowly the bytes come.
+                with urllib.request.urlopen(url, timeout=min(30.0, deadline)) as response:
+                    for chunk in iter(lambda: response.read1(1 << 20), b''):
                         digest.update(chunk)
                         out.write(chunk)
+                        if time.monotonic() > end:
+                            raise TimeoutError(f'the download took longer than {deadline:g} s')
             except (urllib.error.URLError, OSError) as err:
                 reason = getattr(err, 'reason', err)
                 raise DataError(_missing_message(directory, f'{url}: {reason}', None)) from None

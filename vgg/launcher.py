@@ -15,12 +15,17 @@ dealt round-robin over the hosts, each started through ssh.
 
 When a process fails, or the timeout passes, every process is stopped: SIGTERM to
 its process group, then SIGKILL to what is left after a grace period.  The
-launcher then shows the last lines the failing process wrote.
+launcher then shows the last lines the failing process wrote.  Every process
+it starts (the local ones, and the ssh clients of remote ones, whose remote
+side is hung up on with them) gets SIGKILL from the kernel when the launcher
+dies, ``kill -9`` included (Linux's parent-death signal, set by util-linux's
+``setpriv`` before the command starts).
 """
 from __future__ import annotations
 
 import codecs
 import os
+import shutil
 import shlex
 import signal
 import socket
@@ -73,6 +78,16 @@ class Process:
         # when its ssh is stopped; BatchMode: fail rather than ask for a password.
         return ['ssh', '-o', 'BatchMode=yes', '-tt', self.host,
                 f'cd {shlex.quote(cwd)} && exec env {assignments} {shlex.join(self.argv)}']
+
+
+def _dies_with_launcher(command: List[str]) -> List[str]:
+    """``command`` set to be killed when the launcher dies (no orphans after ``kill -9``).
+
+    setpriv sets the parent-death signal and then execs the command, which so
+    stays the launcher's own child; without setpriv (not Linux) it runs as it is.
+    """
+    setpriv = shutil.which('setpriv')
+    return [setpriv, '--pdeathsig', 'KILL', '--'] + command if setpriv else command
 
 
 def free_port() -> int:
@@ -159,7 +174,7 @@ class _Running:
     def __init__(self, process: Process, cwd: str, out: TextIO, err: TextIO):
         self.process = process
         env = dict(os.environ, **process.env) if process.host is None else None
-        self.popen = subprocess.Popen(process.command(cwd), cwd=cwd, env=env,
+        self.popen = subprocess.Popen(_dies_with_launcher(process.command(cwd)), cwd=cwd, env=env,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, start_new_session=True)
         self._tail, self._tail_lock = bytearray(), threading.Lock()
