@@ -85,7 +85,8 @@ def find_files(root: Optional[str] = None) -> Optional[Dict[str, str]]:
     return None
 
 
-def _file_digest(path: str, algorithm: str) -> str:
+def file_digest(path: str, algorithm: str) -> str:
+    """The hex digest of a file (md5, sha1, sha256, ...), read in 1 MB chunks."""
     digest = hashlib.new(algorithm)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -162,22 +163,17 @@ def _locate_files(root: Optional[str], download: bool, mirror: Optional[str]) ->
     return paths
 
 
-def locate(root: Optional[str] = None, download: bool = True,
-           mirror: Optional[str] = None) -> str:
-    """The folder the data is read from: the first of :func:`candidate_dirs` that holds all
-    four files; if none does and ``download`` is true, the first candidate, after
-    downloading them into it.
-    """
-    return os.path.dirname(_locate_files(root, download, mirror)[FILE_NAMES[0]])
-
-
 def load_arrays(root: Optional[str] = None, download: bool = True,
                 mirror: Optional[str] = None) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """Both splits as uint8 arrays: ``{'train': (images, labels), 'test': (images, labels)}``.
 
-    The files are those of :func:`locate`.
+    Looks in :func:`candidate_dirs`; if no directory holds all four files and
+    ``download`` is true, downloads them into the first candidate directory.
     """
-    paths = _locate_files(root, download, mirror)
+    return _read_arrays(_locate_files(root, download, mirror))
+
+
+def _read_arrays(paths: Dict[str, str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     _check_roles(paths)
     arrays = {}
     for split, (image_name, label_name) in SPLITS.items():
@@ -290,7 +286,7 @@ def _check_roles(paths: Dict[str, str]) -> None:
             continue
         for digests, algorithm in known:
             others = {digest: other for other, digest in digests.items() if other != name}
-            other = others.get(_file_digest(path, algorithm)) if others else None
+            other = others.get(file_digest(path, algorithm)) if others else None
             if other is not None:
                 raise DataError(f'{path} is Fashion-MNIST\'s {other} (by its {algorithm}), '
                                 f'not {name}: the files are swapped or misnamed; give each '
@@ -300,9 +296,9 @@ def _check_roles(paths: Dict[str, str]) -> None:
 def identify(path: str) -> str:
     """Say where a data file comes from: 'official', 'mxnet-mirror' or 'unknown' (structure-checked)."""
     name = os.path.basename(path)
-    if name in OFFICIAL_MD5 and _file_digest(path, 'md5') == OFFICIAL_MD5[name]:
+    if name in OFFICIAL_MD5 and file_digest(path, 'md5') == OFFICIAL_MD5[name]:
         return 'official'
-    if name in MXNET_MIRROR_SHA1 and _file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
+    if name in MXNET_MIRROR_SHA1 and file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
         return 'mxnet-mirror'
     return 'unknown'
 
@@ -413,8 +409,9 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
         Shuffled training batches and unshuffled test batches; their
         ``data_dir`` is the folder the files were read from.
     """
-    data_dir = locate(root, download=download)
-    arrays = load_arrays(data_dir, download=False)
+    paths = _locate_files(root, download, None)
+    data_dir = os.path.dirname(paths[FILE_NAMES[0]])
+    arrays = _read_arrays(paths)
     if max_samples is not None and (isinstance(max_samples, bool)
                                     or not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f'max_samples must be a positive integer or None, got {max_samples!r}')

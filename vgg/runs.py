@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import pickle
@@ -36,6 +35,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from .config import RunConfig
+from .data import file_digest
 
 CONFIG, METRICS, CURVES, CHECKPOINTS = 'config.json', 'metrics.jsonl', 'history.png', 'checkpoints'
 CONFUSION, EXPORT = 'confusion.png', 'export'
@@ -94,15 +94,6 @@ def _free_space(directory: str) -> str:
     except OSError:
         return 'free space unknown'
     return f'{usage.free / 1e6:.1f} MB free in {directory}'
-
-
-def sha256(path: str) -> str:
-    """The SHA-256 of a file, hex."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_text(path: str, text: str) -> None:
@@ -332,7 +323,7 @@ class Run:
         # replaced afterwards is refused before it is loaded (.states is a pickle).
         # Only the last epoch's checkpoint exists, and only its line names one.
         lines = [{k: v for k, v in h.items() if k != 'checkpoint'} for h in history[:-1]]
-        lines.append(dict(history[-1], checkpoint={kind: sha256(path)
+        lines.append(dict(history[-1], checkpoint={kind: file_digest(path, 'sha256')
                                                    for kind, path in paths.items()}))
         write_text(self.file(METRICS), ''.join(json.dumps(line) + '\n' for line in lines))
         for path in self.checkpoint(epoch - 1).values():
@@ -385,7 +376,7 @@ class Run:
             raise ValueError(f'checkpoint {path} is missing '
                              f'({METRICS} records epoch {epoch} as done)')
         expected = (self.history()[epoch - 1].get('checkpoint') or {}).get(kind)
-        if expected is not None and sha256(path) != expected:  # runs before 0.2 have none
+        if expected is not None and file_digest(path, 'sha256') != expected:  # runs before 0.2 have none
             raise ValueError(f'checkpoint {path} is not the file epoch {epoch} saved (its '
                              f'SHA-256 differs from the one in {METRICS}): it was corrupted '
                              'or replaced, and is not loaded')
