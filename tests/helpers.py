@@ -12,10 +12,12 @@ import re
 import struct
 import subprocess
 import sys
+import time
 
 import vgg  # noqa: F401  (sets OMP_NUM_THREADS before MXNet loads)
 import numpy as np
-from mxnet import gluon, nd
+import mxnet as mx
+from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 from vgg.config import RunConfig
@@ -127,3 +129,32 @@ def make_run(path, done=1, data_dir=None, params_arch=None, **settings):
                         'points': [{'epoch': float(epoch), 'loss': 2.3, 'train_acc': 0.1}]})
         run.save_epoch(net, trainer, history)
     return run
+
+
+# Distributed jobs (tests/test_distributed.py, tests/test_launcher.py).
+WORKER = os.path.join(REPO, 'tests', 'dist_worker.py')
+STARTED = re.compile(r'(scheduler|server \d+|worker \d+) pid (\d+)')
+JOB_TIMEOUT = 150  # seconds: a test job takes well under a minute on 2 cores
+
+
+def started_pids(err: str):
+    """{'scheduler': pid, 'server 0': pid, 'worker 0': pid, ...} from the launcher's first line."""
+    return {name: int(pid) for name, pid in STARTED.findall(err.split('\n')[0])}
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, f'gave up waiting for {what}'
+        time.sleep(0.2)
+
+
+def save_initial_parameters(directory):
+    """A fixed start for dist_worker.py (DIR/init.params): how fast its few small steps
+    lower the loss depends on the initial draw.  Returns the network."""
+    mx.random.seed(0)
+    net = small_cnn()
+    net.initialize(init.Xavier())
+    net(nd.zeros((1, 1, 28, 28)))
+    net.save_parameters(os.path.join(directory, 'init.params'))
+    return net

@@ -19,7 +19,8 @@ import pytest
 from mxnet import gluon, init, nd
 
 import dist_worker
-from helpers import LINE, REPO, run_cli, small_cnn, synthetic_batches
+from helpers import (JOB_TIMEOUT, LINE, REPO, WORKER, run_cli, save_initial_parameters, small_cnn,
+                     started_pids, synthetic_batches, wait_for)
 from vgg.cli import main
 from vgg.data import load_data_fashion_mnist, shard
 from vgg.distributed import PS_ENV, Worker
@@ -27,9 +28,6 @@ from vgg.launcher import STOP_GRACE, TIMEOUT_CODE, launch, plan, read_hosts
 from vgg.runs import Run
 from vgg.training import train
 
-WORKER = os.path.join(REPO, 'tests', 'dist_worker.py')
-STARTED = re.compile(r'(scheduler|server \d+|worker \d+) pid (\d+)')
-JOB_TIMEOUT = 150  # seconds: a job of this file takes well under a minute on 2 cores
 
 
 # Sharding.
@@ -148,11 +146,6 @@ def test_launch_input_errors(args, message, capsys):
 
 
 # Jobs.
-def started_pids(err: str):
-    """{'scheduler': pid, 'server 0': pid, 'worker 0': pid, ...} from the launcher's first line."""
-    return {name: int(pid) for name, pid in STARTED.findall(err.split('\n')[0])}
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -203,13 +196,6 @@ def start_launcher(tmp_path, *command):
     return launcher, paths
 
 
-def wait_for(condition, seconds: float, what: str) -> None:
-    end = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < end, f'gave up waiting for {what}'
-        time.sleep(0.2)
-
-
 def stop_leftovers(launcher, pids) -> None:
     """Only when a test failed: leave nothing behind."""
     if launcher.poll() is None:
@@ -238,16 +224,6 @@ def test_second_sigterm_does_not_cut_the_cleanup_short(tmp_path):
         stop_leftovers(launcher, pids)
     assert 'vgg: interrupted' in err_path.read_text()
     assert_all_ended(err_path.read_text())
-
-
-def save_initial_parameters(directory) -> gluon.Block:
-    # A fixed start: how fast 16 small steps lower the loss depends on the initial draw.
-    mx.random.seed(0)
-    net = small_cnn()
-    net.initialize(init.Xavier())
-    net(nd.zeros((1, 1, 28, 28)))
-    net.save_parameters(os.path.join(directory, 'init.params'))
-    return net
 
 
 @pytest.mark.slow

@@ -1,6 +1,5 @@
 """Starting from trained weights: a shallower VGG (init_from) and MXNet's model zoo, offline."""
 import glob
-import os
 import socket
 
 import mxnet as mx

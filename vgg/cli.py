@@ -149,6 +149,8 @@ def _add_launch_parser(sub) -> None:
     p.add_argument('--hosts', metavar='FILE', help='IP addresses, one a line, to start the '
                    'processes on through ssh: the scheduler on the first, servers and workers '
                    'round-robin (every host needs this Python environment and folder)')
+    p.add_argument('--ssh-config', metavar='FILE', help='ssh configuration for reaching the '
+                   'hosts (ssh -F FILE: key, user, known hosts; default ~/.ssh/config)')
     p.add_argument('--port', type=_positive(int), help='the scheduler\'s port (default a free '
                    'one here; 9091 with --hosts)')
     p.add_argument('--timeout', type=_positive(float), metavar='SEC',
@@ -299,8 +301,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if command[:1] == ['--']:
         command = command[1:]
     hosts = read_hosts(args.hosts) if args.hosts else None
+    if args.ssh_config and not hosts:
+        raise ValueError('--ssh-config is for --hosts: without it every process runs here')
+    if args.ssh_config and not os.path.isfile(args.ssh_config):
+        raise ValueError(f'ssh configuration {args.ssh_config} does not exist')
     return launch(command, args.num_workers, args.num_servers, hosts=hosts, port=args.port,
-                  timeout=args.timeout)
+                  timeout=args.timeout, ssh_config=args.ssh_config)
 
 
 COMMANDS = {'train': cmd_train, 'summary': cmd_summary, 'evaluate': cmd_evaluate,

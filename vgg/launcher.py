@@ -11,7 +11,8 @@ so those roles are ``python -c 'import mxnet'``; the workers run the user's comm
 
 By default every process runs on this machine and binds to 127.0.0.1.  With a
 hosts file, the scheduler runs on the first host and servers and workers are
-dealt round-robin over the hosts, each started through ssh.
+dealt round-robin over the hosts, each started through ssh (with the given ssh
+configuration, ``ssh -F``, or ssh's own); a failure report names its host.
 
 When a process fails, or the timeout passes, every process is stopped: SIGTERM to
 its process group, then SIGKILL to what is left after a grace period.  The
@@ -44,6 +45,7 @@ TAIL_LINES = 20
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 SHUTDOWN_GRACE = 30.0  # seconds the servers and scheduler get to end after the workers
 TIMEOUT_CODE = 124  # the exit code of timeout(1)
+SSH_FAILED = 255  # ssh's exit code when it, or the remote command's end, gives no status
 _WRITE_LOCK = threading.Lock()  # one writer at a time on the launcher's stdout and stderr
 
 
@@ -62,12 +64,21 @@ class Process:
         Variables added to its environment.
     host : str, optional
         Where it runs; None for this machine.
+    ssh_config : str, optional
+        The ssh configuration file to reach ``host`` with (``ssh -F``); None
+        is ssh's own (``~/.ssh/config``).
     """
 
     name: str
     argv: List[str]
     env: Dict[str, str] = field(default_factory=dict)
     host: Optional[str] = None
+    ssh_config: Optional[str] = None
+
+    @property
+    def where(self) -> str:
+        """Its name, and its host when it runs elsewhere: 'worker 1 on 10.0.0.2'."""
+        return self.name if self.host is None else f'{self.name} on {self.host}'
 
     def command(self, cwd: str) -> List[str]:
         """The command line that starts it from this machine (ssh for another host)."""
@@ -76,7 +87,8 @@ class Process:
         assignments = ' '.join(f'{name}={shlex.quote(value)}' for name, value in self.env.items())
         # -tt: the remote process gets a terminal, so it is hung up on (and ends)
         # when its ssh is stopped; BatchMode: fail rather than ask for a password.
-        return ['ssh', '-o', 'BatchMode=yes', '-tt', self.host,
+        config = ['-F', self.ssh_config] if self.ssh_config else []
+        return ['ssh', *config, '-o', 'BatchMode=yes', '-tt', self.host,
                 f'cd {shlex.quote(cwd)} && exec env {assignments} {shlex.join(self.argv)}']
 
 
@@ -118,7 +130,7 @@ def read_hosts(path: str) -> List[str]:
 
 def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
          hosts: Optional[Sequence[str]] = None, port: Optional[int] = None,
-         python: str = sys.executable) -> List[Process]:
+         python: str = sys.executable, ssh_config: Optional[str] = None) -> List[Process]:
     """The processes of a job: the scheduler, ``num_servers`` servers, ``num_workers`` workers.
 
     Parameters
@@ -135,6 +147,9 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
         :data:`DEFAULT_PORT` on a remote first host.
     python : str
         The interpreter of the scheduler and the servers (on every host).
+    ssh_config : str, optional
+        The ssh configuration file for reaching the hosts (``ssh -F``: key,
+        user, known hosts); default ssh's own.
 
     Raises
     ------
@@ -160,7 +175,7 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
         if role == 'worker' and not hosts:
             # The workers share this machine's cores instead of each taking all of them.
             env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // num_workers))
-        return Process(name, list(argv), env, host)
+        return Process(name, list(argv), env, host, ssh_config if host else None)
 
     server_argv = [python, *SERVER_ARGV]
     return ([process('scheduler', 'scheduler', server_argv, 0)]
@@ -269,7 +284,10 @@ def _watch(running: Sequence[_Running], deadline: Optional[float], timeout: Opti
         if failed:
             first, code = failed[0], failed[0].popen.returncode
             first.finish_output(1.0)  # its last words, still in the pipe
-            _report(err, f'{first.name} (pid {first.popen.pid}) {_describe(code)}; '
+            how = _describe(code)
+            if first.process.host is not None and code == SSH_FAILED:
+                how += ' (ssh: the connection failed or the remote process was killed)'
+            _report(err, f'{first.process.where} (pid {first.popen.pid}) {how}; '
                     'stopping every process of the job', [first])
             return _exit_code(code)
         if all(w.popen.returncode == 0 for w in workers):
@@ -294,8 +312,8 @@ def _watch(running: Sequence[_Running], deadline: Optional[float], timeout: Opti
 
 def launch(command: Sequence[str], num_workers: int, num_servers: int = 1,
            hosts: Optional[Sequence[str]] = None, port: Optional[int] = None,
-           timeout: Optional[float] = None, *, out: Optional[TextIO] = None,
-           err: Optional[TextIO] = None) -> int:
+           timeout: Optional[float] = None, *, ssh_config: Optional[str] = None,
+           out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Run a distributed job (see :func:`plan`) until its workers end; no process outlives it.
 
     The processes' standard output and error are passed on to ``out`` and ``err``
@@ -303,7 +321,7 @@ def launch(command: Sequence[str], num_workers: int, num_servers: int = 1,
 
     Parameters
     ----------
-    command, num_workers, num_servers, hosts, port
+    command, num_workers, num_servers, hosts, port, ssh_config
         As for :func:`plan`.
     timeout : float, optional
         Seconds after which the whole job is stopped.
@@ -316,7 +334,7 @@ def launch(command: Sequence[str], num_workers: int, num_servers: int = 1,
         has ended by then.
     """
     out, err = out or sys.stdout, err or sys.stderr
-    processes = plan(command, num_workers, num_servers, hosts, port)
+    processes = plan(command, num_workers, num_servers, hosts, port, ssh_config=ssh_config)
     deadline = None if timeout is None else time.monotonic() + timeout
     cwd, running = os.getcwd(), []
     # SIGTERM, like Ctrl-C, raises KeyboardInterrupt, so that the job is stopped too.

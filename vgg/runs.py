@@ -22,7 +22,6 @@ removed only then, so the checkpoint of the last listed epoch always exists.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import glob
 import json
