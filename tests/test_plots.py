@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from mxnet import gluon, nd  # noqa: E402
 
 from vgg.data import TEXT_LABELS  # noqa: E402
-from vgg.plots import plot_confusion, plot_history, show_predictions  # noqa: E402
+from vgg.plots import LiveCurves, plot_confusion, plot_history, show_predictions  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +38,34 @@ def test_plot_history_draws_loss_and_both_accuracies_per_epoch():
 def test_plot_history_needs_an_epoch():
     with pytest.raises(ValueError, match='at least one epoch'):
         plot_history([])
+
+
+def point(epoch, loss=0.5, train_acc=0.8, lr=0.05):
+    return {'epoch': epoch, 'loss': loss, 'train_acc': train_acc, 'lr': lr}
+
+
+def test_plot_history_draws_the_points_of_a_running_epoch_after_the_finished_ones():
+    done = [dict(HISTORY[0], points=[point(0.5, 1.2), point(1.0, 0.6)])]
+    fig = plot_history(done, points=[point(1.5, 0.45)])
+    fine, mean = fig.axes[0].get_lines()
+    assert list(fine.get_xdata()) == [0.5, 1.0, 1.5] and list(fine.get_ydata()) == [1.2, 0.6, 0.45]
+    assert list(mean.get_xdata()) == [1]
+    assert list(fig.axes[0].get_xticks()) == [0, 1, 2]
+    # Before the first epoch ends, its points alone.
+    fig = plot_history([], points=[point(0.25)])
+    assert [len(ax.get_lines()) for ax in fig.axes] == [1, 1]
+
+
+def test_live_curves_outside_jupyter_print_each_point(capsys):
+    curves = LiveCurves('run')
+    curves.add_point(point(0.5, 1.23456, 0.4321))
+    curves.add_point(point(1.0))
+    assert capsys.readouterr().out.splitlines() == [
+        '  epoch 0.50: loss 1.2346, train acc 0.432, lr 0.05',
+        '  epoch 1.00: loss 0.5000, train acc 0.800, lr 0.05']
+    curves.add_epoch(HISTORY[0])
+    assert curves.history == [HISTORY[0]] and curves.points == []
+    assert plt.get_fignums() == []  # no figure is drawn (or left open) outside Jupyter
 
 
 class FixedClassifier(gluon.Block):

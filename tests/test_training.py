@@ -56,9 +56,12 @@ def test_history_fields_and_loss_falls(fashion_dir, capsys):
     net.initialize(init.Xavier())
     net.hybridize(static_alloc=True, static_shape=True)
     mx.random.seed(0)
+    live = []
     history = train(train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
-                    sgd(net, 0.05), mx.cpu(), 6, progress=False)
+                    sgd(net, 0.05), mx.cpu(), 6, progress=False, on_point=live.append)
     assert [h['epoch'] for h in history] == list(range(1, 7))
+    # The points sent while training are those the history keeps, in order.
+    assert live == [p for h in history for p in h['points']]
     assert set(history[0]) == {'epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec',
                                'points'}
     # The finer history: one point per batch here (8 batches of 32, fewer than POINTS_PER_EPOCH),

@@ -165,8 +165,8 @@ def broadcast_parameters(trainer: gluon.Trainer) -> None:
 def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net: gluon.Block,
                  loss: gluon.loss.Loss, trainer: gluon.Trainer, ctx: Contexts, num_epochs: int,
                  *, progress: bool = True, start_epoch: int = 0,
-                 on_epoch_end: Optional[Callable[[EpochStats], None]] = None
-                 ) -> List[EpochStats]:
+                 on_epoch_end: Optional[Callable[[EpochStats], None]] = None,
+                 on_point: Optional[Callable[[dict], None]] = None) -> List[EpochStats]:
     """:func:`vgg.train` as one worker of a job (or as a single process), same arguments.
 
     Worker 0 runs ``train`` with all arguments.  The others train silently: no
@@ -184,7 +184,8 @@ def train_worker(worker: Worker, train_iter: Iterable, test_iter: Iterable, net:
         broadcast_parameters(trainer)
     if worker.rank == 0:
         history = train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs,
-                        progress=progress, start_epoch=start_epoch, on_epoch_end=on_epoch_end)
+                        progress=progress, start_epoch=start_epoch, on_epoch_end=on_epoch_end,
+                        on_point=on_point)
     else:
         with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):
             history = train(train_iter, None, net, loss, trainer, ctx, num_epochs,

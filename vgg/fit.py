@@ -99,7 +99,8 @@ def _config(config: Union[None, RunConfig, Mapping[str, Any]], run: Optional[Run
 def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[str] = None, *,
         resume: bool = False, force: bool = False, ctx: CtxSpec = None,
         data_dir: Optional[str] = None, kvstore: str = 'device', progress: bool = True,
-        on_epoch_end: Optional[Callable[[EpochStats], None]] = None) -> List[EpochStats]:
+        on_epoch_end: Optional[Callable[[EpochStats], None]] = None,
+        on_point: Optional[Callable[[dict], None]] = None) -> List[EpochStats]:
     """Run a whole training run: seed, data, network, trainer, resume, train, save every epoch.
 
     Parameters
@@ -127,6 +128,9 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
         Show a progress bar within each epoch.
     on_epoch_end : callable, optional
         Called with each epoch's statistics once the epoch is saved.
+    on_point : callable, optional
+        Called with each point of the finer history while training (see
+        :func:`vgg.train`); :class:`vgg.LiveCurves` draws them.
 
     Returns
     -------
@@ -156,17 +160,17 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     writer = run if worker.rank == 0 else None
     if writer is None:
         return _train_run(config, run, None, worker, ctxs, resume, force, data_dir, progress,
-                          on_epoch_end)
+                          on_epoch_end, on_point)
     writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
     with writer.lock():
         return _train_run(config, run, writer, worker, ctxs, resume, force, data_dir, progress,
-                          on_epoch_end)
+                          on_epoch_end, on_point)
 
 
 def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], worker: Worker,
                ctxs: List[mx.Context], resume: bool, force: bool, data_dir: Optional[str],
-               progress: bool, on_epoch_end: Optional[Callable[[EpochStats], None]]
-               ) -> List[EpochStats]:
+               progress: bool, on_epoch_end: Optional[Callable[[EpochStats], None]],
+               on_point: Optional[Callable[[dict], None]]) -> List[EpochStats]:
     """The body of :func:`fit`, once the run directory (if this process writes it) is held."""
     done = len(run.history()) if resume else 0
     if resume and config.epochs < done:
@@ -224,7 +228,8 @@ def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], wor
     try:
         train_worker(worker, train_iter, test_iter, net, gluon.loss.SoftmaxCrossEntropyLoss(),
                      trainer, ctxs[0] if len(ctxs) == 1 else ctxs, config.epochs - done,
-                     progress=progress, start_epoch=done, on_epoch_end=epoch_end)
+                     progress=progress, start_epoch=done, on_epoch_end=epoch_end,
+                     on_point=on_point)
     except KeyboardInterrupt:
         raise Interrupted(writer, len(run.history()) if writer else 0, config.epochs) from None
     except FloatingPointError as err:

@@ -1,6 +1,7 @@
 """Figures for the chapter: learning curves, predictions on test images, confusion matrices."""
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
@@ -9,6 +10,7 @@ from mxnet import gluon, nd
 
 from .data import TEXT_LABELS, get_fashion_mnist_labels
 from .runs import atomic_write
+from .training import in_jupyter
 
 
 def save_figure(fig, path: str) -> None:
@@ -19,17 +21,19 @@ def save_figure(fig, path: str) -> None:
         plt.close(fig)
 
 
-def plot_history(history: Sequence[dict], title: Optional[str] = None):
+def plot_history(history: Sequence[dict], title: Optional[str] = None,
+                 points: Sequence[dict] = ()):
     """Learning curves: loss and train/test accuracy; returns the matplotlib Figure.
 
     Epochs that carry a finer history (``points``, see :func:`vgg.train`) are
     drawn from it, many points per epoch; the epoch means are drawn as markers
-    on top, and the test accuracy once per epoch.
+    on top, and the test accuracy once per epoch.  ``points`` are those of an
+    epoch still running, drawn after the finished ones.
     """
-    if not history:
-        raise ValueError('plot_history needs at least one epoch of history')
+    if not history and not points:
+        raise ValueError('plot_history needs at least one epoch or point of history')
     epochs = [h['epoch'] for h in history]
-    points = [p for h in history for p in h.get('points') or ()]
+    points = [p for h in history for p in h.get('points') or ()] + list(points)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
     if points:
         x = [p['epoch'] for p in points]
@@ -41,21 +45,69 @@ def plot_history(history: Sequence[dict], title: Optional[str] = None):
     else:
         mean_style = {'ls': '-', 'marker': 'o', 'color': 'C0'}
         labels = ('train loss', 'train acc')
-    ax_loss.plot(epochs, [h['loss'] for h in history], label=labels[0], **mean_style)
-    ax_acc.plot(epochs, [h['train_acc'] for h in history], label=labels[1], **mean_style)
-    ax_acc.plot(epochs, [h['test_acc'] for h in history], 's--', color='C1', label='test acc')
+    if history:
+        ax_loss.plot(epochs, [h['loss'] for h in history], label=labels[0], **mean_style)
+        ax_acc.plot(epochs, [h['train_acc'] for h in history], label=labels[1], **mean_style)
+        ax_acc.plot(epochs, [h['test_acc'] for h in history], 's--', color='C1',
+                    label='test acc')
     ax_loss.set_ylabel('loss')
     ax_acc.set_ylabel('accuracy')
-    first = min([epochs[0]] + [p['epoch'] for p in points]) if points else epochs[0]
+    first = int(min(epochs[:1] + [p['epoch'] for p in points]))
+    last = max(epochs[-1:] + [math.ceil(p['epoch']) for p in points])
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel('epoch')
-        ax.set_xticks(range(int(first) if points else epochs[0], epochs[-1] + 1))
+        ax.set_xticks(range(first, last + 1))
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+class LiveCurves:
+    """Learning curves that grow while a run trains.
+
+    Give :meth:`add_point` as ``on_point`` and :meth:`add_epoch` as
+    ``on_epoch_end`` to :func:`vgg.train` or :func:`vgg.fit`.  In Jupyter one
+    figure is redrawn in place (a saved notebook keeps its last state);
+    elsewhere each point is printed as a line of text.
+
+    Parameters
+    ----------
+    title : str, optional
+        The figure's title.
+    history : list of dict
+        Epochs already done (a resumed run's), drawn first.
+    """
+
+    def __init__(self, title: Optional[str] = None, history: Sequence[dict] = ()):
+        self.title, self.history, self.points = title, list(history), []
+        self._display = None
+
+    def add_point(self, point: dict) -> None:
+        self.points.append(point)
+        if in_jupyter():
+            self._draw()
+        else:
+            from tqdm import tqdm  # prints above a running progress bar
+            tqdm.write('  epoch %.2f: loss %.4f, train acc %.3f, lr %g'
+                       % (point['epoch'], point['loss'], point['train_acc'], point['lr']))
+
+    def add_epoch(self, stats: dict) -> None:
+        self.history.append(stats)
+        self.points = []
+        if in_jupyter():
+            self._draw()
+
+    def _draw(self) -> None:
+        from IPython.display import display
+        fig = plot_history(self.history, self.title, self.points)
+        if self._display is None:
+            self._display = display(fig, display_id=True)
+        else:
+            self._display.update(fig)
+        plt.close(fig)  # or the inline backend shows it once more when the cell ends
 
 
 def show_predictions(net: gluon.Block, X: nd.NDArray, y: nd.NDArray, num_rows: int = 2,

@@ -106,14 +106,22 @@ def as_static_graph(net: gluon.Block) -> gluon.Block:
     return view
 
 
+def in_jupyter() -> bool:
+    """Whether this code runs in a Jupyter kernel (live, or executed headless by nbclient)."""
+    shell = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
+    return shell is not None and type(shell).__name__ == 'ZMQInteractiveShell'
+
+
 def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
     if not enabled:
         return None
-    try:  # the widget bar inside Jupyter when ipywidgets is there, else the text bar
-        import ipywidgets  # noqa: F401
-        from tqdm.auto import tqdm
-    except ImportError:
-        from tqdm import tqdm
+    from tqdm import tqdm
+    if in_jupyter():
+        # A text bar on stdout, kept when done: Jupyter draws its carriage returns in
+        # place and a saved notebook (nbclient coalesces them) keeps only the final
+        # state, so GitHub and nbconvert show the finished bar, never a 0% widget.
+        return tqdm(total=total, desc=f'epoch {epoch}', unit='img', leave=True,
+                    file=sys.stdout, ncols=100, mininterval=1.0)
     return tqdm(total=total, desc=f'epoch {epoch}', unit='img', leave=False,
                 file=sys.stderr, dynamic_ncols=True)
 
@@ -162,6 +170,13 @@ def _read(snapshot) -> Tuple[float, float, int, float]:
     return sum(s.asscalar() for s in loss), sum(c.asscalar() for c in correct), n, lr
 
 
+def _point(mark: tuple, before: tuple, epoch: int, num_batches: int) -> Dict[str, float]:
+    """The point of the finer history between two cumulative marks (batch, loss, correct, n, lr)."""
+    images = mark[3] - before[3]
+    return {'epoch': epoch - 1 + mark[0] / num_batches, 'loss': (mark[1] - before[1]) / images,
+            'train_acc': (mark[2] - before[2]) / images, 'lr': mark[4]}
+
+
 def _points(cumulative: List[Tuple[int, float, float, int, float]], epoch: int,
             num_batches: int) -> List[Dict[str, float]]:
     """About POINTS_PER_EPOCH evenly spaced points of an epoch from its cumulative sums."""
@@ -169,20 +184,15 @@ def _points(cumulative: List[Tuple[int, float, float, int, float]], epoch: int,
     chosen = cumulative[step - 1::step]
     if chosen[-1] is not cumulative[-1]:
         chosen[-1] = cumulative[-1]
-    points, before = [], (0, 0.0, 0.0, 0, 0.0)
-    for mark in chosen:
-        images = mark[3] - before[3]
-        points.append({'epoch': epoch - 1 + mark[0] / num_batches,
-                       'loss': (mark[1] - before[1]) / images,
-                       'train_acc': (mark[2] - before[2]) / images, 'lr': mark[4]})
-        before = mark
-    return points
+    return [_point(mark, before, epoch, num_batches)
+            for before, mark in zip([(0, 0.0, 0.0, 0, 0.0)] + chosen, chosen)]
 
 
 def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
           loss: gluon.loss.Loss, trainer: gluon.Trainer, ctx: Contexts, num_epochs: int, *,
           progress: bool = True, hybridize: bool = True, start_epoch: int = 0,
-          on_epoch_end: Optional[Callable[[EpochStats], None]] = None) -> List[EpochStats]:
+          on_epoch_end: Optional[Callable[[EpochStats], None]] = None,
+          on_point: Optional[Callable[[Dict[str, float]], None]] = None) -> List[EpochStats]:
     """Train ``net`` and test it after every epoch, printing gluonbook's lines.
 
     Parameters
@@ -210,6 +220,11 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
         Epochs already done (a resumed run numbers its epochs on from here).
     on_epoch_end : callable, optional
         Called with each epoch's statistics once the epoch line is printed.
+    on_point : callable, optional
+        Called with each point of the finer history while the epoch runs, as
+        soon as its numbers are on the host (for live curves, e.g.
+        :class:`vgg.LiveCurves`).  Before the number of batches is known (the
+        first epoch of an iterator without ``len``) no points are sent live.
 
     Returns
     -------
@@ -249,6 +264,9 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
                 mark_batch, snapshot = marks.pop(0)
                 cumulative.append((mark_batch, *_read(snapshot)))
                 _finite(cumulative[-1][1], epoch, mark_batch, trainer)
+                if on_point is not None and num_batches:
+                    before = cumulative[-2] if len(cumulative) > 1 else (0, 0.0, 0.0, 0, 0.0)
+                    on_point(_point(cumulative[-1], before, epoch, num_batches))
         try:
             for batch, (X, y) in enumerate(train_iter, 1):
                 Xs, ys = split_batch(X, y, ctxs)
