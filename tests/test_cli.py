@@ -22,6 +22,18 @@ def test_train_prints_the_chapter_lines(fashion_dir):
     assert [EPOCH_LINE.fullmatch(line).group(1) for line in lines[1:]] == ['1', '2']
 
 
+def test_train_curves_prints_the_points_between_the_epoch_lines(fashion_dir, capsys):
+    # 96 training images in batches of 32: three points an epoch, at a third, two thirds, the end.
+    assert main(['train', '--epochs', '2', '--resize', '32', '--ratio', '16', '--batch-size', '32',
+                 '--ctx', 'cpu', '--data-dir', fashion_dir, '--seed', '1', '--no-progress',
+                 '--curves']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    point = re.compile(r'  epoch (\d\.\d\d): loss \d+\.\d{4}, train acc \d\.\d{3}, lr 0\.05')
+    assert [point.fullmatch(line).group(1) if point.fullmatch(line) else
+            EPOCH_LINE.fullmatch(line).group(1) for line in lines[1:]] == \
+        ['0.33', '0.67', '1.00', '1', '1.33', '1.67', '2.00', '2']
+
+
 @pytest.mark.parametrize('command', [None] + sorted(COMMANDS))
 def test_help_of_every_command(command, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -27,7 +27,7 @@ from .fit import Interrupted, fit, load_net
 from .launcher import launch, read_hosts
 from .config import SCHEDULES
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
-from .plots import plot_confusion, save_figure
+from .plots import LiveCurves, plot_confusion, save_figure
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
 from .runs import CONFUSION, EXPORT, Run
 from .summary import summary
@@ -126,6 +126,9 @@ def _add_train_parser(sub) -> None:
                    'shared equally by the workers) (default device)')
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST files')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--curves', action='store_true', help='print the learning curves as text '
+                   'while training: loss, training accuracy and learning rate at about 20 '
+                   'points of every epoch')
     p.add_argument('--out', metavar='DIR', help='run directory: configuration, metrics, '
                    'learning curves and a checkpoint after every epoch')
     mode = p.add_mutually_exclusive_group()
@@ -222,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         fit(_given(args), args.out, resume=args.resume, force=args.force,
             ctx=None if args.ctx == 'auto' else args.ctx, data_dir=args.data_dir,
-            kvstore=args.kvstore, progress=not args.no_progress)
+            kvstore=args.kvstore, progress=not args.no_progress,
+            on_point=LiveCurves().add_point if args.curves else None)
     except Interrupted as stop:
         message = stop.message()
         if stop.run is not None and stop.run.exists():
