@@ -17,7 +17,8 @@ and sshd needed: tests/cluster.py), the jobs run over real ssh on two hosts,
 network namespaces joined by veth pairs: the scheduler, the server and worker
 0 on the first, worker 1 on the second, so worker 1's gradients and the
 weights it pulls cross a real (virtual) link, whose byte counters are read
-before and after: the bytes per step are measured, not computed.  Both hosts
+before and after the job: the bytes per step are measured, not computed (the
+whole job's bytes, start-up's parameter broadcast included, over its steps).  Both hosts
 still share this machine's cores, and a veth link is memory-speed, so the
 step time is this machine's; the bytes per step tell what a real link adds
 (bytes x 8 / bits per second).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -75,12 +77,13 @@ def run_case(workers: int, args: argparse.Namespace, out: str,
         last = [json.loads(line) for line in f][-1]
     stats = dict(last, images_per_sec=last['images_per_sec'] * max(workers, 1))
     stats.pop('points', None)
-    if before is not None:
-        steps = args.epochs * (args.max_samples // max(workers, 1)) \
-            // (args.batch_size // max(workers, 1))
+    stats['step_sec'] = args.batch_size / stats['images_per_sec']
+    if before is not None and workers > 1:
+        # Each worker's shard drops the remainder; its last batch may be a partial one.
+        shard, local_batch = args.max_samples // workers, args.batch_size // workers
+        steps = args.epochs * math.ceil(shard / local_batch)
         stats['host_2_bytes'] = cluster.link_bytes(1) - before
         stats['host_2_bytes_per_step'] = stats['host_2_bytes'] / steps
-        stats['step_sec'] = args.batch_size / stats['images_per_sec']
     return stats
 
 
@@ -112,7 +115,10 @@ def main(argv: List[str] = None) -> None:
             reason = netns.missing()
             if reason:
                 sys.exit(f'--netns: {reason}')
-            cluster = stack.enter_context(netns.Cluster(os.path.join(tmp, 'cluster'), 2))
+            try:
+                cluster = stack.enter_context(netns.Cluster(os.path.join(tmp, 'cluster'), 2))
+            except RuntimeError as err:
+                sys.exit(f'--netns: {err}')
         for workers in [0] + args.workers:
             where = ('' if not cluster else ' across 2 hosts' if workers > 1 else ' on 1 host')
             name = f'{workers} worker{"s" * (workers > 1)} + 1 server{where}' if workers \
@@ -129,9 +135,8 @@ def main(argv: List[str] = None) -> None:
     for name, stats in rows:
         moved = stats.get('host_2_bytes_per_step')
         print(f'{name:<34} {stats["images_per_sec"]:9.1f} '
-              f'{stats["images_per_sec"] / base:12.2f}x '
-              f'{args.batch_size / stats["images_per_sec"]:7.3f} '
-              f'{"" if moved is None else f"{moved / 1e6:15.1f}"}')
+              f'{stats["images_per_sec"] / base:12.2f}x {stats["step_sec"]:7.3f} '
+              f'{"-" if moved is None else f"{moved / 1e6:.1f}":>15}')
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump({'machine': machine, 'settings': vars(args),

@@ -142,6 +142,24 @@ def started_pids(err: str):
     return {name: int(pid) for name, pid in STARTED.findall(err.split('\n')[0])}
 
 
+def start_logged(tmp_path, *args):
+    """``python -m vgg ARGS`` in the background, its output going to files;
+    returns (process, (stdout path, stderr path))."""
+    paths = tmp_path / 'stdout', tmp_path / 'stderr'
+    with open(paths[0], 'w') as out, open(paths[1], 'w') as err:
+        process = subprocess.Popen([sys.executable, '-m', 'vgg', *map(str, args)], cwd=REPO,
+                                   stdout=out, stderr=err)
+    return process, paths
+
+
+def wait_for_output(process, paths, text: str, seconds: float = JOB_TIMEOUT) -> None:
+    """Wait until the stdout of a :func:`start_logged` process holds ``text``; fail at once,
+    showing its stderr, if it ends first."""
+    wait_for(lambda: text in paths[0].read_text() or process.poll() is not None, seconds,
+             repr(text))
+    assert process.poll() is None, f'ended with {process.returncode}: {paths[1].read_text()}'
+
+
 def wait_for(condition, seconds: float, what: str) -> None:
     end = time.monotonic() + seconds
     while not condition():

@@ -20,7 +20,7 @@ from mxnet import gluon, init, nd
 
 import dist_worker
 from helpers import (JOB_TIMEOUT, LINE, REPO, WORKER, run_cli, save_initial_parameters, small_cnn,
-                     started_pids, synthetic_batches, wait_for)
+                     start_logged, started_pids, synthetic_batches, wait_for, wait_for_output)
 from vgg.cli import main
 from vgg.data import load_data_fashion_mnist, shard
 from vgg.distributed import PS_ENV, Worker
@@ -188,12 +188,7 @@ def test_timeout_stops_every_process():
 
 def start_launcher(tmp_path, *command):
     """``vgg launch -n 2 -- COMMAND`` in the background; its output goes to files."""
-    paths = tmp_path / 'stdout', tmp_path / 'stderr'
-    with open(paths[0], 'w') as out, open(paths[1], 'w') as err:
-        launcher = subprocess.Popen([sys.executable, '-m', 'vgg', 'launch', '-n', '2',
-                                     '--timeout', str(JOB_TIMEOUT), '--', *map(str, command)],
-                                    cwd=REPO, stdout=out, stderr=err)
-    return launcher, paths
+    return start_logged(tmp_path, 'launch', '-n', '2', '--timeout', JOB_TIMEOUT, '--', *command)
 
 
 def stop_leftovers(launcher, pids) -> None:
@@ -292,7 +287,7 @@ def test_killed_worker_fails_the_job_within_the_timeout(tmp_path):
                                                     1000000)
     pids = {}
     try:
-        wait_for(lambda: 'training on' in out_path.read_text(), JOB_TIMEOUT, 'the training')
+        wait_for_output(launcher, (out_path, err_path), 'training on')
         pids = started_pids(err_path.read_text())
         os.kill(pids['worker 1'], signal.SIGKILL)
         killed = time.monotonic()

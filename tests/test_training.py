@@ -235,3 +235,29 @@ def test_a_last_batch_smaller_than_the_devices_trains(capsys):
     assert history[0]['points'][-1]['epoch'] == 1.0 and history[0]['test_acc'] >= 0
     Xs, ys = split_batch(batches[-1][0], batches[-1][1], ctxs)
     assert [x.shape[0] for x in Xs] == [1] and Xs[0].context == mx.cpu(0)
+
+
+def test_points_are_sent_while_training_and_kept_as_the_epochs_points(capsys):
+    # 60 batches: a point every 3 batches, 20 an epoch.  Without len() (a generator), the
+    # first epoch's points are made at its end and none is sent; from then on, as they come.
+    batches = synthetic_batches(60, 1, seed=0)
+    for iterable, epochs in ((batches, 1), (_LenlessBatches(batches), 2)):
+        net = small_cnn()
+        net.initialize(init.Xavier())
+        live = []
+        history = train(iterable, None, net, gluon.loss.SoftmaxCrossEntropyLoss(), sgd(net),
+                        mx.cpu(), epochs, progress=False, on_point=live.append)
+        assert [len(h['points']) for h in history] == [20] * epochs
+        assert [p['epoch'] for p in history[-1]['points']] == pytest.approx(
+            [epochs - 1 + k / 20 for k in range(1, 21)])
+        assert live == history[-1]['points']
+
+
+class _LenlessBatches:
+    """Iterable batches without ``len``, as a generator-backed loader is."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)

@@ -295,7 +295,8 @@ def _watch(running: Sequence[_Running], deadline: Optional[float], timeout: Opti
         if deadline is not None and time.monotonic() > deadline:
             still = [r for r in running if r.popen.poll() is None]
             _report(err, f'timed out after {timeout:g} s; stopping '
-                    + ', '.join(r.name for r in still), [w for w in workers if w in still])
+                    + ', '.join(r.process.where for r in still),
+                    [w for w in workers if w in still])
             return TIMEOUT_CODE
         time.sleep(0.1)
     # Worker 0 tells the servers to stop when it ends; the scheduler follows.
@@ -306,7 +307,7 @@ def _watch(running: Sequence[_Running], deadline: Optional[float], timeout: Opti
         try:
             r.popen.wait(max(0.0, end - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _report(err, f'{r.name} did not end with the workers; stopping it')
+            _report(err, f'{r.process.where} did not end with the workers; stopping it')
     return 0
 
 

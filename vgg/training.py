@@ -108,8 +108,11 @@ def as_static_graph(net: gluon.Block) -> gluon.Block:
 
 def in_jupyter() -> bool:
     """Whether this code runs in a Jupyter kernel (live, or executed headless by nbclient)."""
-    shell = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
-    return shell is not None and type(shell).__name__ == 'ZMQInteractiveShell'
+    zmqshell = sys.modules.get('ipykernel.zmqshell')  # loaded by every Jupyter kernel
+    if zmqshell is None:
+        return False
+    # Subclasses count too (Google Colab's shell is one).
+    return isinstance(sys.modules['IPython'].get_ipython(), zmqshell.ZMQInteractiveShell)
 
 
 def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
@@ -253,6 +256,9 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
     for epoch in range(start_epoch + 1, start_epoch + num_epochs + 1):
         # Until the number of batches is known (after one epoch), a point per batch.
         every = max(1, round(num_batches / POINTS_PER_EPOCH)) if num_batches else 1
+        # With the number of batches known, each point is made (and sent) as it is read;
+        # else (the first epoch of an iterator without len) all at the epoch's end.
+        known, live = num_batches, []
         sums = _Sums(ctxs)
         marks: List[Tuple[int, tuple]] = []  # (batch, snapshot) not read yet
         cumulative: List[tuple] = []  # (batch, loss, correct, n, lr)
@@ -264,9 +270,11 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
                 mark_batch, snapshot = marks.pop(0)
                 cumulative.append((mark_batch, *_read(snapshot)))
                 _finite(cumulative[-1][1], epoch, mark_batch, trainer)
-                if on_point is not None and num_batches:
+                if known:
                     before = cumulative[-2] if len(cumulative) > 1 else (0, 0.0, 0.0, 0, 0.0)
-                    on_point(_point(cumulative[-1], before, epoch, num_batches))
+                    live.append(_point(cumulative[-1], before, epoch, known))
+                    if on_point is not None:
+                        on_point(live[-1])
         try:
             for batch, (X, y) in enumerate(train_iter, 1):
                 Xs, ys = split_batch(X, y, ctxs)
@@ -297,7 +305,7 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
             marks.append((batch, sums.snapshot(trainer.learning_rate)))
         read_marks(batch)
         num_batches = batch
-        points = _points(cumulative, epoch, num_batches)
+        points = live if known else _points(cumulative, epoch, num_batches)
         _, loss_sum, correct, n, _ = cumulative[-1]
         train_time = time.time() - start
         test_acc = math.nan if test_iter is None else evaluate_accuracy(test_iter, model, ctxs)
