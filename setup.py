@@ -22,8 +22,8 @@ setup(
         'notebooks': ['nbclient>=0.7', 'nbformat>=5.7', 'ipykernel>=6', 'jupytext==1.19.6'],
         # MXNet 1.9.1's ONNX exporter imports onnx.mapping, which onnx 1.19 removed.
         'onnx': ['onnx>=1.13,<1.19', 'onnxruntime'],
-        'test': ['pytest>=7', 'nbclient>=0.7', 'nbformat>=5.7', 'ipykernel>=6', 'jupytext==1.19.6',
-                 'onnx>=1.13,<1.19', 'onnxruntime'],
+        'test': ['pytest>=7', 'nbclient>=0.7', 'nbformat>=5.7', 'nbconvert>=7', 'ipykernel>=6',
+                 'jupytext==1.19.6', 'onnx>=1.13,<1.19', 'onnxruntime'],
     },
     entry_points={'console_scripts': ['vgg=vgg.cli:main']},
 )

@@ -16,10 +16,13 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def execute(path: str, output: str, timeout: int = -1) -> nbformat.NotebookNode:
+def execute(path: str, output: str, timeout: int = -1,
+            kernel_name: str = 'python3') -> nbformat.NotebookNode:
     """Execute ``path`` in its own folder; write the result to ``output``; return it."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=None if timeout < 0 else timeout, kernel_name='python3',
+    # coalesce_streams keeps only what a progress bar's carriage returns leave on screen.
+    client = NotebookClient(nb, timeout=None if timeout < 0 else timeout, kernel_name=kernel_name,
+                            coalesce_streams=True,
                             resources={'metadata': {'path': os.path.dirname(os.path.abspath(path))}})
     try:
         client.execute()
