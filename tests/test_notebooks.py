@@ -1,6 +1,9 @@
-"""Every notebook runs top to bottom (quick mode); the committed chapter notebook holds a real run;
-each notebook's cells match its paired MyST source notebooks/NAME.md."""
+"""Every notebook runs top to bottom (quick mode); the committed notebooks hold real full runs and
+read right when rendered to HTML; each notebook's cells match its paired MyST source
+notebooks/NAME.md."""
 import glob
+import html
+import importlib.util
 import json
 import os
 import re
@@ -9,12 +12,21 @@ import sys
 import jupytext
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from nbconvert import HTMLExporter
 
 from helpers import REPO
+from vgg import Run, RunConfig
 
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
-CHAPTER_RUN = os.path.join(NOTEBOOKS, 'results', 'chapter-run.json')
+# notebooks/execute.py, the way the notebooks are run, loaded from its file.
+_spec = importlib.util.spec_from_file_location('execute', os.path.join(NOTEBOOKS, 'execute.py'))
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+execute = _module.execute
+
+CHAPTER_RUN = os.path.join(NOTEBOOKS, 'results', 'chapter')
+# Lines of MXNet's C++ log ("[21:03:57] ../src/...: GPU support is disabled ...") and of Jupyter.
+FRAMEWORK_LOG = re.compile(r'\[\d\d:\d\d:\d\d\] \.\./src/|GPU support is disabled|\[IPKernelApp\]')
 EPOCH_LINE = re.compile(r'epoch (\d+), loss \d+\.\d{4}, train acc \d\.\d{3}, test acc (\d\.\d{3}), '
                         r'time \d+\.\d sec')
 IPYNBS = sorted(glob.glob(os.path.join(NOTEBOOKS, '*.ipynb')))
@@ -62,41 +74,58 @@ def stream_text(nb):
                      for out in cell.get('outputs', []) if out.get('output_type') == 'stream')
 
 
-def run_quick(name, kernel_name, data_dir, monkeypatch):
+def check_rendered(nb, figures: int) -> str:
+    """Render ``nb`` to HTML as nbconvert does for a reader; returns the page's text.
+
+    A reader of a static page (GitHub, nbconvert) sees what a progress bar left, not
+    a widget or a bar at 0%; no framework log line; every figure; the epoch lines."""
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    text = html.unescape(re.sub(r'<[^>]+>', '', page))
+    assert not [out for cell in nb.cells for out in cell.get('outputs', [])
+                if 'application/vnd.jupyter.widget-view+json' in out.get('data', {})]
+    assert not re.search(r'(^|\s)0%\|', text), 'a progress bar at 0%'
+    assert not FRAMEWORK_LOG.search(text), FRAMEWORK_LOG.search(text).group(0)
+    assert page.count('src="data:image/png;base64,') == figures
+    assert EPOCH_LINE.search(text)
+    return text
+
+
+def run_quick(name, kernel_name, data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv('VGG_QUICK', '1')
     monkeypatch.setenv('VGG_DATA_DIR', data_dir)
-    nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name=kernel_name,
-                   resources={'metadata': {'path': NOTEBOOKS}}).execute()
-    return nb
+    return execute(os.path.join(NOTEBOOKS, name), str(tmp_path / name), timeout=600,
+                   kernel_name=kernel_name)
 
 
-def read_or_none(path):
-    if os.path.exists(path):
-        with open(path, 'rb') as f:
-            return f.read()
-    return None
+def record(run_dir):
+    """The bytes of a run directory's record files (None where missing)."""
+    files = {}
+    for name in ('config.json', 'metrics.jsonl'):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            with open(path, 'rb') as f:
+                files[name] = f.read()
+        else:
+            files[name] = None
+    return files
 
 
 @pytest.mark.slow
-def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch):
+def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch, tmp_path):
     before = os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb'))
-    saved_run = read_or_none(CHAPTER_RUN)
-    nb = run_quick('vgg.ipynb', kernel_name, real_data_dir, monkeypatch)
-    text = stream_text(nb)
+    saved_run = record(CHAPTER_RUN)
+    nb = run_quick('vgg.ipynb', kernel_name, real_data_dir, monkeypatch, tmp_path)
+    text = check_rendered(nb, figures=2)  # the learning curves, then the prediction grid
     assert 'output shape:\t (1, 64, 112, 112)' in text and 'output shape:\t (1, 1000)' in text
-    assert 'training on' in text and EPOCH_LINE.search(text)
+    assert 'training on' in text and re.search(r'epoch 1: 100%\|', text)
     assert re.search(r'epoch 1: [\d.]+ sec, [\d.]+ training images/sec', text)
-    images = [out for cell in nb.cells if cell.cell_type == 'code' for out in cell.outputs
-              if 'image/png' in out.get('data', {})]
-    assert len(images) == 2  # learning curves and the prediction grid
     assert os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb')) == before
-    assert read_or_none(CHAPTER_RUN) == saved_run  # quick mode never replaces the real run's record
+    assert record(CHAPTER_RUN) == saved_run  # quick mode never replaces the real run's record
 
 
 @pytest.mark.slow
-def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch):
-    nb = run_quick('vgg-exercises.ipynb', kernel_name, real_data_dir, monkeypatch)
+def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch, tmp_path):
+    nb = run_quick('vgg-exercises.ipynb', kernel_name, real_data_dir, monkeypatch, tmp_path)
     text = stream_text(nb)
     assert 'Total' in text and 'VGG-11 / AlexNet: params' in text  # exercise 1's tables
     assert re.search(r'VGG-16 \(D\)\s+138,357,544\s+138', text)  # exercise 3 against the paper
@@ -110,24 +139,27 @@ def committed(name):
     code = [cell for cell in nb.cells if cell.cell_type == 'code']
     assert all(cell.execution_count for cell in code), f'{name}: a cell was not run'
     assert not [out for cell in code for out in cell.outputs if out.output_type == 'error']
-    return stream_text(nb)
+    return nb
 
 
 def test_committed_chapter_notebook_holds_one_full_run():
-    text = committed('vgg.ipynb')
+    nb = committed('vgg.ipynb')
+    text = check_rendered(nb, figures=2)
     epochs = EPOCH_LINE.findall(text)
     assert [epoch for epoch, _ in epochs] == ['1', '2', '3'], text[-2000:]
     assert float(epochs[-1][1]) > 0.1  # better than chance over 10 classes
     assert 'resize: 224 | training images: 60000' in text and re.search(r'device: \w+\(\d\)', text)
-    # The saved record (which exercise 2 reads) is that same run.
-    with open(CHAPTER_RUN) as f:
-        run = json.load(f)
-    assert (run['resize'], run['batch_size'], run['lr'], run['ratio']) == (224, 128, 0.05, 4)
-    assert ['%.3f' % h['test_acc'] for h in run['history']] == [acc for _, acc in epochs]
+    # Its record is the run directory the notebook wrote: the chapter's settings, the same run.
+    run = Run(CHAPTER_RUN)
+    assert run.config() == RunConfig(arch='vgg11', ratio=4, resize=224, epochs=3,
+                                     batch_size=128, lr=0.05, init='xavier', seed=0)
+    history = run.history()
+    assert ['%.3f' % h['test_acc'] for h in history] == [acc for _, acc in epochs]
+    assert all(len(h['points']) >= 10 for h in history)
 
 
 def test_committed_exercises_notebook_holds_its_full_run():
-    text = committed('vgg-exercises.ipynb')
+    text = stream_text(committed('vgg-exercises.ipynb'))
     assert re.search(r'^\s+96\s+\d\.\d{3}.*this notebook$', text, re.M)
     assert re.search(r'^\s+224\s+\d\.\d{3}.*vgg\.ipynb', text, re.M)
     assert len(EPOCH_LINE.findall(text)) == 4  # 96 for three epochs, then VGG-16 for one
