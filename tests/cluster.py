@@ -43,6 +43,13 @@ def _run(*argv: str, namespace: Optional[str] = None) -> str:
     return result.stdout
 
 
+def _namespace_pids(namespace: str) -> List[int]:
+    """The processes in ``namespace`` (none once it is gone)."""
+    listing = subprocess.run(['ip', 'netns', 'pids', namespace], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL)
+    return [int(pid) for pid in listing.stdout.split()]
+
+
 def missing() -> Optional[str]:
     """Why a cluster cannot be made here, or None when it can."""
     if os.geteuid() != 0:
@@ -205,8 +212,8 @@ class Cluster:
     def pids(self, index: int) -> List[int]:
         """The processes in host ``index``'s namespace, its sshd listener excepted."""
         listener = self._sshd.get(self.namespaces[index])
-        return [int(pid) for pid in _run('ip', 'netns', 'pids', self.namespaces[index]).split()
-                if listener is None or int(pid) != listener.pid]
+        return [pid for pid in _namespace_pids(self.namespaces[index])
+                if listener is None or pid != listener.pid]
 
     def link_bytes(self, index: int) -> int:
         """Bytes host ``index`` has sent and received so far over its link (veth counters)."""
@@ -227,13 +234,12 @@ class Cluster:
                 continue
             end = time.monotonic() + 10
             while True:
-                pids = subprocess.run(['ip', 'netns', 'pids', namespace], capture_output=True,
-                                      text=True).stdout.split()
+                pids = _namespace_pids(namespace)
                 if not pids or time.monotonic() > end:
                     break
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                 time.sleep(0.1)
         for command in reversed(self._made):
             subprocess.run(command, capture_output=True)
