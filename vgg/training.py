@@ -123,10 +123,10 @@ def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
         # A text bar on stdout, kept when done: Jupyter draws its carriage returns in
         # place and a saved notebook (nbclient coalesces them) keeps only the final
         # state, so GitHub and nbconvert show the finished bar, never a 0% widget.
-        return tqdm(total=total, desc=f'epoch {epoch}', unit='img', leave=True,
-                    file=sys.stdout, ncols=100, mininterval=1.0)
-    return tqdm(total=total, desc=f'epoch {epoch}', unit='img', leave=False,
-                file=sys.stderr, dynamic_ncols=True)
+        style = {'leave': True, 'file': sys.stdout, 'ncols': 100, 'mininterval': 1.0}
+    else:
+        style = {'leave': False, 'file': sys.stderr, 'dynamic_ncols': True}
+    return tqdm(total=total, desc=f'epoch {epoch}', unit='img', **style)
 
 
 def _finite(loss_sum: float, epoch: int, batch: int, trainer: gluon.Trainer) -> float:
@@ -173,6 +173,9 @@ def _read(snapshot) -> Tuple[float, float, int, float]:
     return sum(s.asscalar() for s in loss), sum(c.asscalar() for c in correct), n, lr
 
 
+_ORIGIN = (0, 0.0, 0.0, 0, 0.0)  # the cumulative mark before an epoch's first batch
+
+
 def _point(mark: tuple, before: tuple, epoch: int, num_batches: int) -> Dict[str, float]:
     """The point of the finer history between two cumulative marks (batch, loss, correct, n, lr)."""
     images = mark[3] - before[3]
@@ -188,7 +191,7 @@ def _points(cumulative: List[Tuple[int, float, float, int, float]], epoch: int,
     if chosen[-1] is not cumulative[-1]:
         chosen[-1] = cumulative[-1]
     return [_point(mark, before, epoch, num_batches)
-            for before, mark in zip([(0, 0.0, 0.0, 0, 0.0)] + chosen, chosen)]
+            for before, mark in zip([_ORIGIN] + chosen, chosen)]
 
 
 def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
@@ -271,7 +274,7 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
                 cumulative.append((mark_batch, *_read(snapshot)))
                 _finite(cumulative[-1][1], epoch, mark_batch, trainer)
                 if known:
-                    before = cumulative[-2] if len(cumulative) > 1 else (0, 0.0, 0.0, 0, 0.0)
+                    before = cumulative[-2] if len(cumulative) > 1 else _ORIGIN
                     live.append(_point(cumulative[-1], before, epoch, known))
                     if on_point is not None:
                         on_point(live[-1])
