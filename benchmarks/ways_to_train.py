@@ -16,8 +16,9 @@ what a user gets:
 * vgg-as-gb : the same code with ``import vgg as gb`` in place of gluonbook (no
               explicit hybridize; whatever ``vgg.train`` does with the network);
 * cli       : ``python -m vgg train --epochs E --max-samples N --no-progress --seed 0``;
-* notebook  : the chapter notebook's training cell (``vgg.vgg``, ``narrow``,
-              ``try_gpu``, hybridize, ``load_data_fashion_mnist``, ``train``).
+* notebook  : the chapter notebook's training cell (``RunConfig``, ``LiveCurves``,
+              ``fit`` with the text progress bar and the live curves) in a Jupyter
+              kernel of this Python, run by ``notebooks/execute.py``.
 
 Subset: the first ``--train-samples`` training and ``--test-samples`` test
 images of ``$VGG_DATA_DIR`` (default ``../shared/data/fashion-mnist`` next to
@@ -51,7 +52,10 @@ import sys
 import tempfile
 import time
 from importlib.metadata import version
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:  # the parent never loads MXNet
+    import mxnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WAYS = ('chapter', 'vgg-as-gb', 'cli', 'notebook')
@@ -111,24 +115,37 @@ def run_chapter(args: argparse.Namespace, with_vgg: bool) -> None:
     gb.train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs)
 
 
-def run_notebook(args: argparse.Namespace) -> None:
-    """Way ``notebook``: the chapter notebook's imports and training cell."""
-    from vgg import VGG11, load_data_fashion_mnist, narrow, train, try_gpu, vgg
-    import mxnet as mx
-    from mxnet import gluon, init
+NOTEBOOK_CELL = """\
+from vgg import LiveCurves, RunConfig, fit, try_gpu
+config = RunConfig(arch='vgg11', ratio=4, resize={resize}, epochs={epochs}, batch_size=128,
+                   lr=0.05, init='xavier', seed=0, max_samples={max_samples})
+curves = LiveCurves('VGG-11 (ratio 4) on Fashion-MNIST')
+history = fit(config, out={out!r}, force=True, ctx=try_gpu(),
+              on_point=curves.add_point, on_epoch_end=curves.add_epoch)
+"""
 
-    small_conv_arch = narrow(VGG11, 4)
-    mx.random.seed(0)
-    net = vgg(small_conv_arch, 10)
-    lr, num_epochs, batch_size, resize, ctx = 0.05, args.epochs, 128, args.resize, try_gpu()
-    max_samples = max(args.train_samples, args.test_samples)
-    net.initialize(init.Xavier(), ctx=ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': lr})
-    loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    train_iter, test_iter = load_data_fashion_mnist(batch_size, resize=resize,
-                                                    max_samples=max_samples, seed=0)
-    train(train_iter, test_iter, net, loss, trainer, ctx, num_epochs)
+
+def run_notebook(args: argparse.Namespace) -> None:
+    """Way ``notebook``: the chapter notebook's training cell, run as ``notebooks/execute.py``
+    runs a notebook; its printed text goes to this process's stdout."""
+    import importlib.util
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location(
+        'execute', os.path.join(REPO, 'notebooks', 'execute.py'))
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    with tempfile.TemporaryDirectory(prefix='vgg-notebook-') as folder, \
+            runner.interpreter_kernel() as kernel_name:
+        cell = NOTEBOOK_CELL.format(resize=args.resize, epochs=args.epochs,
+                                    max_samples=max(args.train_samples, args.test_samples),
+                                    out=os.path.join(folder, 'chapter'))
+        path = os.path.join(folder, 'training.ipynb')
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)]), path)
+        nb = runner.execute(path, path, kernel_name=kernel_name)
+    for output in nb.cells[0].outputs:
+        if output.output_type == 'stream':
+            sys.stdout.write(output.text)
 
 
 # --- the parent: subset, machine, timing, table ---------------------------------------
