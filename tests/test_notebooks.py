@@ -117,9 +117,11 @@ def test_exercises_notebook_runs(kernel_name, real_data_dir, monkeypatch, tmp_pa
     text = check_rendered(nb, figures=3)
     assert 'Total' in text and 'VGG-11 / AlexNet: params' in text  # exercise 1's tables
     assert re.search(r'VGG-16 \(D\)\s+138,357,544\s+138', text)  # exercise 3 against the paper
-    # two resizes, then four VGG-16 variants of two epochs
-    assert len(EPOCH_LINE.findall(stream_text(nb))) == 2 + 4 * 2
-    assert re.search(r'^batch norm\s+[\d.]+ [\d.]+\s+[\d.]+ [\d.]+\s+[\d.]+$', text, re.M)
+    # two resizes, then four VGG-16 and two VGG-19 variants of two epochs
+    assert len(EPOCH_LINE.findall(stream_text(nb))) == 2 + 6 * 2
+    for net in ('VGG-16', 'VGG-19'):
+        assert re.search(net + r' batch norm\s+[\d.]+ [\d.]+\s+[\d.]+ [\d.]+\s+[\d.]+$', text,
+                         re.M)
 
 
 def committed(name):
@@ -151,5 +153,5 @@ def test_committed_exercises_notebook_holds_its_full_run():
     text = check_rendered(nb, figures=2)  # the 96 run's curves, then exercise 3's comparison
     assert re.search(r'^\s+96\s+3 x 3\s+\d\.\d{3}.*this notebook$', text, re.M)
     assert re.search(r'^\s+224\s+7 x 7\s+\d\.\d{3}.*vgg\.ipynb \(results/chapter\)$', text, re.M)
-    # 96 for three epochs, then four VGG-16 variants of three epochs
-    assert len(EPOCH_LINE.findall(stream_text(nb))) == 3 + 4 * 3
+    # 96 for three epochs, then four VGG-16 and two VGG-19 variants of three epochs
+    assert len(EPOCH_LINE.findall(stream_text(nb))) == 3 + 6 * 3
