@@ -5,6 +5,7 @@ import glob
 import html
 import importlib.util
 import os
+import pathlib
 import re
 
 import jupytext
@@ -18,9 +19,8 @@ from vgg import Run, RunConfig
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
 # notebooks/execute.py, the way the notebooks are run, loaded from its file.
 _spec = importlib.util.spec_from_file_location('execute', os.path.join(NOTEBOOKS, 'execute.py'))
-_module = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_module)
-execute = _module.execute
+runner = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(runner)
 
 CHAPTER_RUN = os.path.join(NOTEBOOKS, 'results', 'chapter')
 # Lines of MXNet's C++ log ("[21:03:57] ../src/...: GPU support is disabled ...") and of Jupyter.
@@ -52,7 +52,7 @@ def test_notebook_pair_in_sync(ipynb):
 @pytest.fixture(scope='module')
 def kernel_name():
     """A kernel of this very interpreter, whatever other kernels are installed."""
-    with _module.interpreter_kernel() as name:
+    with runner.interpreter_kernel() as name:
         yield name
 
 
@@ -80,21 +80,14 @@ def check_rendered(nb, figures: int) -> str:
 def run_quick(name, kernel_name, data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv('VGG_QUICK', '1')
     monkeypatch.setenv('VGG_DATA_DIR', data_dir)
-    return execute(os.path.join(NOTEBOOKS, name), str(tmp_path / name), timeout=600,
+    return runner.execute(os.path.join(NOTEBOOKS, name), str(tmp_path / name), timeout=600,
                    kernel_name=kernel_name)
 
 
 def record(run_dir):
     """The bytes of a run directory's record files (None where missing)."""
-    files = {}
-    for name in ('config.json', 'metrics.jsonl'):
-        path = os.path.join(run_dir, name)
-        if os.path.exists(path):
-            with open(path, 'rb') as f:
-                files[name] = f.read()
-        else:
-            files[name] = None
-    return files
+    paths = {name: pathlib.Path(run_dir, name) for name in ('config.json', 'metrics.jsonl')}
+    return {name: path.read_bytes() if path.exists() else None for name, path in paths.items()}
 
 
 @pytest.mark.slow
