@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 from mxnet import gluon, nd  # noqa: E402
 
 from vgg.data import TEXT_LABELS  # noqa: E402
-from vgg.plots import LiveCurves, plot_confusion, plot_history, show_predictions  # noqa: E402
+from vgg.plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  # noqa: E402
+                       show_predictions)
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +107,22 @@ def test_plot_confusion_shows_counts_on_row_fractions():
     assert counts[(0, 0)] == '3' and counts[(0, 6)] == '1' and counts[(1, 1)] == '4'
     assert [t.get_text() for t in ax.get_xticklabels()] == list(TEXT_LABELS)
     assert ax.get_title() == 'test set'
+
+
+def test_plot_histories_draws_each_runs_loss_and_test_accuracy_in_one_colour():
+    finer = [dict(h, points=[{'epoch': h['epoch'] - 0.5, 'loss': h['loss'] + 0.1,
+                              'train_acc': 0.5},
+                             {'epoch': h['epoch'], 'loss': h['loss'], 'train_acc': 0.6}])
+             for h in HISTORY]
+    fig = plot_histories({'yours': HISTORY[:1], 'reference': finer}, title='two runs')
+    ax_loss, ax_acc = fig.axes
+    yours, reference = ax_loss.get_lines()
+    assert list(yours.get_xdata()) == [1] and list(reference.get_xdata()) == [0.5, 1, 1.5, 2,
+                                                                             2.5, 3]
+    assert [list(line.get_ydata()) for line in ax_acc.get_lines()] == [[0.83], [0.83, 0.87, 0.9]]
+    assert [line.get_color() for line in ax_acc.get_lines()] == [yours.get_color(),
+                                                                 reference.get_color()]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ['yours', 'reference']
+    assert fig._suptitle.get_text() == 'two runs'
+    with pytest.raises(ValueError, match='at least one run'):
+        plot_histories({'empty': []})

@@ -1,4 +1,5 @@
 """Run directories through the command line: layout, --force, resume after SIGKILL, Ctrl-C."""
+import dataclasses
 import json
 import os
 import re
@@ -306,3 +307,25 @@ def test_hand_edited_run_files_are_refused_with_one_line(fashion_dir, tmp_path, 
     edit(run)
     with pytest.raises(ValueError, match=re.escape(message)):
         vgg.fit(None, run.path, resume=True, ctx='cpu')
+
+
+def test_resumable_is_a_readable_run_of_the_same_settings_with_an_epoch_done(tmp_path):
+    run = make_run(tmp_path / 'run', done=1)
+    config = run.config()
+    assert run.resumable(config)
+    assert run.resumable(dataclasses.replace(config, epochs=5))  # epochs may grow
+    assert not run.resumable(dataclasses.replace(config, lr=0.01))
+    assert not run.resumable(dataclasses.replace(config, resize=64))
+    assert not Run(str(tmp_path / 'none')).resumable(config)
+    assert not make_run(tmp_path / 'started', done=0).resumable(config)  # nothing to continue
+    assert not make_run(tmp_path / 'past', done=2).resumable(dataclasses.replace(config, epochs=1))
+    with open(run.file('metrics.jsonl'), 'a') as f:
+        f.write('{broken\n')
+    assert not run.resumable(config)
+
+
+def test_sessions_are_the_machines_each_session_ran_on(tmp_path):
+    run = make_run(tmp_path / 'run', done=1)
+    assert [s['from_epoch'] for s in run.sessions()] == [0]
+    run.add_session(None, {'cpu': 'test CPU', 'isa': [], 'cores': 1})
+    assert [(s.get('cpu'), s['from_epoch']) for s in run.sessions()][-1] == ('test CPU', 1)

@@ -21,7 +21,8 @@ from .fit import fit, load_net  # noqa: E402
 from .launcher import launch  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net,  # noqa: E402
                     narrow, vgg, vgg_block)
-from .plots import LiveCurves, plot_confusion, plot_history, show_predictions  # noqa: E402
+from .plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  # noqa: E402
+                    show_predictions)
 from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
 from .runs import Run  # noqa: E402
 from .summary import Summary, measure_step, summary  # noqa: E402
@@ -38,7 +39,7 @@ __all__ = CHAPTER_API + [
     'VGG11', 'VGG13', 'VGG16', 'VGG19', 'CONV_ARCHS', 'narrow', 'alexnet', 'build_net',
     'init_from', 'from_model_zoo',
     'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
-    'summary', 'Summary', 'measure_step', 'plot_history', 'LiveCurves', 'show_predictions',
-    'plot_confusion',
+    'summary', 'Summary', 'measure_step', 'plot_history', 'plot_histories', 'LiveCurves',
+    'show_predictions', 'plot_confusion',
     'predict_probabilities', 'read_image', 'confusion_matrix', 'export_symbol', 'export_onnx',
     'launch']

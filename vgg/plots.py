@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -62,6 +62,34 @@ def plot_history(history: Sequence[dict], title: Optional[str] = None,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_histories(histories: Mapping[str, Sequence[dict]], title: Optional[str] = None):
+    """Several runs in one figure: training loss (the finer history where an epoch has one)
+    and test accuracy by epoch, one colour per run; returns the matplotlib Figure.
+
+    ``histories`` maps a label to a run's history (:func:`vgg.train`, :meth:`vgg.Run.history`).
+    """
+    if not histories or not all(histories.values()):
+        raise ValueError('plot_histories needs at least one run, each with at least one epoch')
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.8))
+    for label, history in histories.items():
+        points = [p for h in history for p in h.get('points') or ()] or history
+        line, = ax_loss.plot([p['epoch'] for p in points], [p['loss'] for p in points], '-',
+                             lw=1, label=label)
+        ax_acc.plot([h['epoch'] for h in history], [h['test_acc'] for h in history], 'o-',
+                    color=line.get_color())
+    last = max(h[-1]['epoch'] for h in histories.values())
+    ax_loss.set(xlabel='epoch', ylabel='training loss')
+    ax_acc.set(xlabel='epoch', ylabel='test accuracy', xticks=range(1, last + 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    rows = math.ceil(len(histories) / 3)
+    fig.legend(loc='lower center', ncol=3, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     return fig
 
 

@@ -22,6 +22,7 @@ removed only then, so the checkpoint of the last listed epoch always exists.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import json
@@ -256,6 +257,25 @@ class Run:
             return RunConfig.from_dict(self._read_config())
         except ValueError as err:
             raise ValueError(f'{self.file(CONFIG)}: {err}') from None
+
+    def sessions(self) -> List[Dict[str, Any]]:
+        """Where each session of the run computed (:func:`vgg.devices.environment`), in order;
+        ``from_epoch`` is the number of epochs done when it started."""
+        sessions = self._read_config().get('sessions', [])
+        if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+            raise ValueError(f'{self.file(CONFIG)}: sessions must be a list of records')
+        return sessions
+
+    def resumable(self, config: RunConfig) -> bool:
+        """Whether ``fit(config, out=self.path, resume=True)`` continues this run: the folder
+        holds a readable run of the same settings (``epochs`` may be more) with at least one
+        finished epoch and no more than ``config.epochs``."""
+        try:
+            saved, done = self.config(), len(self.history())
+        except ValueError:
+            return False
+        same = dataclasses.replace(saved, epochs=config.epochs) == config
+        return same and 0 < done <= config.epochs
 
     def data_dir(self) -> Optional[str]:
         """The data folder the run was trained with (None in runs that did not record it)."""
