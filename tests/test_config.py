@@ -1,6 +1,8 @@
 """RunConfig and the one validator of positive numbers."""
 import dataclasses
+import json
 
+import numpy as np
 import pytest
 
 from vgg.config import RunConfig, check_positive
@@ -83,3 +85,17 @@ def test_resumed_may_only_change_the_epochs():
         dataclasses.replace(saved, lr_schedule='cosine').resumed({'lr': 0.01})
     with pytest.raises(ValueError, match="seed None conflicts with the run's seed 0"):
         saved.resumed(RunConfig(resize=96).to_dict())
+
+
+def test_numpy_integers_are_integers_and_are_kept_as_plain_ints():
+    config = RunConfig(seed=np.int64(3), epochs=np.int32(2), batch_size=np.uint16(64),
+                       max_samples=np.int64(100), resize=np.int64(96))
+    assert config == RunConfig(seed=3, epochs=2, batch_size=64, max_samples=100, resize=96)
+    assert type(config.seed) is int and type(config.epochs) is int
+    json.dumps(config.to_dict())  # what a run directory's config.json holds
+
+
+@pytest.mark.parametrize('seed', [np.float64(3.0), np.float32(3), np.bool_(True), True, 3.0])
+def test_numpy_floats_and_bools_are_still_not_seeds(seed):
+    with pytest.raises(ValueError, match='seed must be an integer'):
+        RunConfig(seed=seed)

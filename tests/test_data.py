@@ -1,8 +1,15 @@
+import fcntl
 import gzip
 import hashlib
 import http.server
+import json
 import os
+import pathlib
+import re
 import shutil
+import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,7 +19,7 @@ import pytest
 from mxnet import nd
 from mxnet.gluon.data.vision import transforms
 
-from helpers import idx_bytes, synthetic_split, write_dataset
+from helpers import REPO, idx_bytes, synthetic_split, wait_for, write_dataset
 from vgg.data import (FILE_NAMES, DataError, candidate_dirs, download_fashion_mnist,
                       find_files, get_fashion_mnist_labels, identify, load_arrays,
                       load_data_fashion_mnist, read_idx)
@@ -323,3 +330,211 @@ def test_part_files_of_a_killed_download_are_removed_by_the_next(isolated_env):
     with _Server(mirror) as server:
         download_fashion_mnist(str(target), mirror=server.url, md5s=_md5s(mirror))
     assert sorted(os.listdir(target)) == sorted(n + '.gz' for n in FILE_NAMES)
+
+
+class _SilentHandler(http.server.BaseHTTPRequestHandler):
+    """Sends the headers of a long file, then nothing."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header('Content-Length', '100000')
+        self.end_headers()
+        time.sleep(10)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize('handler, match', [
+    (_TrickleHandler, r'the mirror sent [0-9] B/s over 1\.\d s, below the minimum of 100 B/s'),
+    (_SilentHandler, 'the mirror sent nothing for 1 s'),
+])
+def test_a_mirror_below_the_minimum_rate_is_cut_off_long_before_the_deadline(
+        isolated_env, handler, match):
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror = f'http://127.0.0.1:{server.server_address[1]}/'
+    target = isolated_env / 'downloaded'
+    start = time.monotonic()
+    try:
+        with pytest.raises(DataError, match=match) as info:
+            download_fashion_mnist(str(target), mirror=mirror, deadline=60, min_rate=100,
+                                   rate_window=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert '\n' not in message and f'{mirror}train-images-idx3-ubyte.gz' in message
+    assert os.listdir(target) == []  # neither the .part file nor the lock is left
+
+
+class _StallingMirror:
+    """Serves a folder on 127.0.0.1, counting requests; the first response stops halfway
+    until ``release`` is set, so that a download is certainly under way meanwhile."""
+
+    def __init__(self, directory):
+        self.requests, self.stalled, self.release = [], threading.Event(), threading.Event()
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                mirror.requests.append(self.path.lstrip('/'))
+                path = os.path.join(directory, self.path.lstrip('/'))
+                if not os.path.isfile(path):
+                    self.send_error(404)
+                    return
+                data = open(path, 'rb').read()
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(data)))
+                self.end_headers()
+                try:
+                    if len(mirror.requests) == 1:
+                        self.wfile.write(data[:len(data) // 2])
+                        self.wfile.flush()
+                        mirror.stalled.set()
+                        mirror.release.wait(60)
+                        data = data[len(data) // 2:]
+                    self.wfile.write(data)
+                except OSError:  # the client was killed
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/'
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# One downloading process, with a umask that differs from tempfile's 0600 and the usual 022.
+_DOWNLOADER = '''
+import json, os, sys
+os.umask(0o027)
+from vgg.data import download_fashion_mnist
+download_fashion_mnist(sys.argv[1], mirror=sys.argv[2], md5s=json.loads(sys.argv[3]))
+'''
+
+
+def _start_downloader(tmp_path, tag, target, mirror, md5s):
+    """A real process downloading into ``target``; returns (Popen, stderr path)."""
+    err = tmp_path / f'{tag}.stderr'
+    with open(err, 'w') as stderr:
+        process = subprocess.Popen([sys.executable, '-c', _DOWNLOADER, str(target), mirror,
+                                    json.dumps(md5s)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+    return process, err
+
+
+@pytest.mark.slow
+def test_two_processes_downloading_into_one_folder_both_end_with_verified_files(isolated_env):
+    mirror_dir, target = isolated_env / 'mirror', isolated_env / 'shared-data'
+    write_dataset(mirror_dir)
+    md5s = _md5s(mirror_dir)
+    with _StallingMirror(mirror_dir) as mirror:
+        first, first_err = _start_downloader(isolated_env, 'first', target, mirror.url, md5s)
+        second = None
+        try:
+            assert mirror.stalled.wait(60), first_err.read_text()
+            # The first is halfway through a file, holding its lock: the second must wait.
+            second, second_err = _start_downloader(isolated_env, 'second', target, mirror.url,
+                                                   md5s)
+            wait_for(lambda: 'waiting for another process' in second_err.read_text()
+                     or second.poll() is not None, 60, 'the second process to wait')
+            assert second.poll() is None, second_err.read_text()
+            mirror.release.set()
+            assert first.wait(60) == 0, first_err.read_text()
+            assert second.wait(60) == 0, second_err.read_text()
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+    lines = second_err.read_text().splitlines()
+    assert [line for line in lines if 'waiting' in line] == [
+        f'waiting for another process that downloads Fashion-MNIST into {target}']
+    assert sorted(os.listdir(target)) == sorted(n + '.gz' for n in FILE_NAMES)  # no .part, .lock
+    assert _md5s(target) == md5s
+    assert sorted(mirror.requests) == sorted(n + '.gz' for n in FILE_NAMES)  # each file once
+    for name in os.listdir(target):
+        assert stat.S_IMODE(os.stat(target / name).st_mode) == 0o640  # the umask's, not 0600
+
+
+@pytest.mark.slow
+def test_a_download_killed_with_9_leaves_a_part_file_that_the_next_replaces(isolated_env):
+    mirror_dir, target = isolated_env / 'mirror', isolated_env / 'shared-data'
+    write_dataset(mirror_dir)
+    md5s = _md5s(mirror_dir)
+    with _StallingMirror(mirror_dir) as mirror:
+        killed, killed_err = _start_downloader(isolated_env, 'killed', target, mirror.url, md5s)
+        try:
+            assert mirror.stalled.wait(60), killed_err.read_text()
+        finally:
+            killed.kill()
+            killed.wait()
+        assert [n for n in os.listdir(target) if n.endswith('.part')]
+        # The kernel released the dead process's lock: the next one does not wait.
+        start = time.monotonic()
+        paths = download_fashion_mnist(str(target), mirror=mirror.url, md5s=md5s)
+    assert time.monotonic() - start < 30
+    assert sorted(os.listdir(target)) == sorted(n + '.gz' for n in FILE_NAMES)
+    assert read_idx(paths['train-images-idx3-ubyte']).shape == (96, 28, 28)
+
+
+def test_a_download_held_by_another_for_too_long_is_one_clear_error(isolated_env, capsys):
+    target = isolated_env / 'shared-data'
+    target.mkdir()
+    # flock locks belong to an open file: this one conflicts with the download's own.
+    with open(target / '.train-images-idx3-ubyte.gz.lock', 'w') as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(DataError, match=r'another process has been downloading into '
+                           rf'{re.escape(str(target))} for over 1 s'):
+            download_fashion_mnist(str(target), mirror='http://127.0.0.1:9/', deadline=1)
+    assert capsys.readouterr().err == (f'waiting for another process that downloads '
+                                       f'Fashion-MNIST into {target}\n')
+
+
+def test_labels_to_names_accept_numpy_and_whole_floats():
+    assert get_fashion_mnist_labels(np.array([9, 0], np.int32)) == ['ankle boot', 't-shirt']
+    assert get_fashion_mnist_labels(nd.array([3, 1])) == ['dress', 'trouser']  # argmax: float32
+
+
+@pytest.mark.parametrize('labels, match', [
+    ([-1], r'labels\[0\] is -1'),
+    ([0, 10], r'labels\[1\] is 10'),
+    ([2.5], r'labels\[0\] is 2\.5'),
+    ([True], r'labels\[0\] is True'),
+    (['3'], r"labels\[0\] is '3'"),
+    (np.array([float('nan')]), r'labels\[0\] is nan'),
+    (3, 'labels must be a sequence of class indices, integers in 0..9, got 3'),
+])
+def test_labels_out_of_range_or_not_integers_are_refused(labels, match):
+    with pytest.raises(ValueError, match=match):
+        get_fashion_mnist_labels(labels)
+
+
+@pytest.mark.parametrize('call', [
+    lambda: load_data_fashion_mnist(8, root=5),
+    lambda: load_data_fashion_mnist(8, root=b'/tmp'),
+    lambda: load_arrays(root=['/tmp']),
+    lambda: find_files(5),
+])
+def test_a_root_that_is_not_a_path_is_one_value_error(isolated_env, call):
+    with pytest.raises(ValueError, match=r'^root must be a folder path \(a str or os\.PathLike\)'):
+        call()
+
+
+def test_a_download_directory_that_is_not_a_path_is_one_value_error():
+    with pytest.raises(ValueError, match=r'^directory must be a folder path .*got 5$'):
+        download_fashion_mnist(5)
+
+
+def test_a_pathlib_root_works(fashion_dir):
+    assert load_arrays(pathlib.Path(fashion_dir), download=False)['test'][1].shape == (40,)

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -93,4 +94,11 @@ def test_probing_for_a_gpu_on_a_cpu_build_writes_nothing_to_stderr():
 @pytest.mark.parametrize('spec', ['cpu:64', 'cpu:2147483648', 'cpu:0,99'])
 def test_cpu_context_ids_beyond_the_engines_range_are_refused(spec):
     with pytest.raises(ValueError, match='must be below 64'):
+        parse_ctx(spec)
+
+
+@pytest.mark.parametrize('spec', [None, 0, ['cpu'], mx.cpu()])
+def test_a_spec_that_is_not_a_string_is_one_value_error(spec):
+    with pytest.raises(ValueError, match=r'^spec must be a device string: auto, cpu, gpu, '
+                       rf'gpu:0,1 or cpu:0,1; got {re.escape(repr(spec))}$'):
         parse_ctx(spec)

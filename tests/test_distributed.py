@@ -118,7 +118,7 @@ def test_hosts_plan_builds_ssh_commands():
         ('scheduler', '10.0.0.1'), ('server 0', '10.0.0.1'), ('server 1', '10.0.0.2'),
         ('worker 0', '10.0.0.1'), ('worker 1', '10.0.0.2'), ('worker 2', '10.0.0.1')]
     assert processes[4].command('/work/my runs') == [
-        'ssh', '-o', 'BatchMode=yes', '-tt', '10.0.0.2',
+        'ssh', '-o', 'BatchMode=yes', '-tt', '--', '10.0.0.2',
         "cd '/work/my runs' && exec env DMLC_PS_ROOT_URI=10.0.0.1 DMLC_PS_ROOT_PORT=9091 "
         'DMLC_NUM_SERVER=2 DMLC_NUM_WORKER=3 PYTHONUNBUFFERED=1 DMLC_ROLE=worker '
         "DMLC_NODE_HOST=10.0.0.2 vgg train --out 'runs/a b'"]

@@ -85,3 +85,23 @@ def test_a_batch_norm_network_exports_to_symbol_and_onnx(tmp_path):
                                            providers=['CPUExecutionProvider'])
     logits = session.run(None, {'data': inputs(2)})[0]
     np.testing.assert_allclose(logits, net(nd.array(inputs(2))).asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('resize, match', [
+    (8, r'^resize 8 does not fit the network \(an input of shape \(4, 1, 8, 8\)\): .*kernel '
+        r'size \(2\) exceeds input'),
+    (64, r'^resize 64 does not fit the network \(an input of shape \(4, 1, 64, 64\)\): .*Shape '
+         r'inconsistent'),
+    (0, r'^resize must be positive, got 0$'),
+    (2.5, r'^resize must be an integer, got 2\.5$'),
+    ('32', r"^resize must be an integer, got '32'$"),
+])
+def test_a_resize_the_network_cannot_take_is_one_value_error_and_writes_nothing(
+        tmp_path, resize, match):
+    from vgg.export import export_symbol
+    from vgg.model import build_net
+    net = build_net('vgg11', 16, 32)  # takes 32x32 images
+    with pytest.raises(ValueError, match=match) as info:
+        export_symbol(net, resize, str(tmp_path / 'export'))
+    assert '\n' not in str(info.value)
+    assert not (tmp_path / 'export').exists()

@@ -17,6 +17,7 @@ from mxnet import nd
 import cluster
 from helpers import (JOB_TIMEOUT, LINE, WORKER, run_cli, save_initial_parameters,
                      start_logged, wait_for, wait_for_output)
+from vgg.launcher import plan, read_hosts
 from vgg.runs import Run
 
 
@@ -150,3 +151,74 @@ def test_ssh_config_without_hosts_is_one_clear_error(tmp_path, capsys):
     assert main(['launch', '-n', '2', '--ssh-config', str(config), '--', 'true']) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and '--ssh-config is for --hosts' in err
+
+
+@pytest.mark.parametrize('line', ['-oProxyCommand=touch /tmp/x', 'example.com', 'localhost',
+                                  'user@10.0.0.2', '10.0.0.2 10.0.0.3', '10.0.0.256', '::1',
+                                  '10.0.0.2;true'])
+def test_a_hosts_file_line_that_is_not_an_ip_address_is_refused(tmp_path, line):
+    path = tmp_path / 'hosts'
+    path.write_text(f'# the job\n10.0.0.1\n{line}\n')
+    with pytest.raises(ValueError, match=rf'^hosts file {re.escape(str(path))} line 3: host '
+                       rf'{re.escape(repr(line))} is not an IPv4 address such as 10\.0\.0\.2'):
+        read_hosts(str(path))
+
+
+def test_hosts_file_takes_addresses_comments_and_blank_lines(tmp_path):
+    path = tmp_path / 'hosts'
+    path.write_text('10.0.0.1  # the scheduler\n\n  10.0.0.2\n')
+    assert read_hosts(str(path)) == ['10.0.0.1', '10.0.0.2']
+
+
+def test_ssh_options_end_before_the_host():
+    processes = plan(['true'], 1, hosts=['10.0.0.2'])
+    command = processes[-1].command('/work')
+    assert command[0] == 'ssh' and command[command.index('10.0.0.2') - 1] == '--'
+    with pytest.raises(ValueError, match=r"host '-oProxyCommand=x' is not an IPv4 address"):
+        plan(['true'], 1, hosts=['10.0.0.2', '-oProxyCommand=x'])
+
+
+@pytest.mark.parametrize('port', [0, -1, 65536, 70000, True, 80.0, '80'])
+def test_a_port_outside_1_to_65535_is_refused(port):
+    with pytest.raises(ValueError, match=rf'^port must be an integer from 1 to 65535, got '
+                       rf'{re.escape(repr(port))}$'):
+        plan(['true'], 1, port=port)
+
+
+@pytest.mark.parametrize('port', [1, 65535])
+def test_the_ends_of_the_port_range_are_taken(port):
+    assert plan(['true'], 1, port=port)[0].env['DMLC_PS_ROOT_PORT'] == str(port)
+
+
+def test_launch_with_a_port_above_65535_is_one_line_and_exit_2(capsys):
+    from vgg.cli import main
+    assert main(['launch', '-n', '1', '--port', '70000', '--', 'true']) == 2
+    assert capsys.readouterr().err == ('vgg: error: port must be an integer from 1 to 65535, '
+                                       'got 70000\n')
+
+
+def test_launch_with_port_0_is_one_line_and_exit_2(capsys):
+    from vgg.cli import main
+    with pytest.raises(SystemExit) as info:
+        main(['launch', '-n', '1', '--port', '0', '--', 'true'])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'must be positive, got 0' in err, err
+
+
+@pytest.mark.slow
+def test_a_hosts_file_with_an_ssh_option_runs_nothing(tmp_path):
+    # An ssh on PATH that records every call: nothing may reach it.
+    bin_dir, called, marker = tmp_path / 'bin', tmp_path / 'ssh-called', tmp_path / 'x'
+    bin_dir.mkdir()
+    (bin_dir / 'ssh').write_text(f'#!/bin/sh\necho "$@" >> {called}\n')
+    (bin_dir / 'ssh').chmod(0o755)
+    hosts = tmp_path / 'hosts'
+    hosts.write_text(f'-oProxyCommand=touch {marker}\n')
+    result = run_cli('launch', '-n', 1, '--hosts', hosts, '--', 'touch', marker,
+                     env={'PATH': f'{bin_dir}:{os.environ["PATH"]}'})
+    assert result.returncode == 2
+    assert result.stderr == (f"vgg: error: hosts file {hosts} line 1: host '-oProxyCommand=touch "
+                             f"{marker}' is not an IPv4 address such as 10.0.0.2 (ps-lite binds "
+                             "to the hosts' addresses: no host names, user names or options)\n")
+    assert result.stdout == '' and not called.exists() and not marker.exists()

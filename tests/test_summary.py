@@ -1,6 +1,7 @@
 """Tests of vgg.summary against hand-computed parameter, MAC and memory counts."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -242,3 +243,22 @@ def test_measure_step_peak_holds_the_activations_in_a_fresh_process():
     (small_peak, small_acts), (large_peak, large_acts) = json.loads(result.stdout.splitlines()[-1])
     assert small_peak >= small_acts and large_peak >= large_acts, result.stdout
     assert large_peak > small_peak
+
+
+@pytest.mark.parametrize('shape, layer, match', [
+    ((1, 1, 8, 8), 'MaxPool2D', r'cannot take an input of shape \(1, 32, 1, 1\): .*kernel size '
+                                r'\(2\) exceeds input'),
+    ((1, 784), 'Conv2D', r'cannot take an input of shape \(1, 784\): .*should be 4D'),
+    ((1, 3, 32, 32), 'Conv2D', r'cannot take an input of shape \(1, 3, 32, 32\): Shape '
+                               r'inconsistent'),
+])
+def test_a_shape_the_network_cannot_take_is_one_value_error_naming_the_layer(shape, layer, match):
+    net = vgg(narrow(VGG11, 16), 10)
+    net.initialize()
+    net(mx.nd.zeros((1, 1, 32, 32)))  # built for 32x32 grey images
+    with pytest.raises(ValueError, match=rf'^input_shape {re.escape(str(shape))} does not fit '
+                       rf'the network: \w+ \({layer}\) {match}') as info:
+        summary(net, shape)
+    assert '\n' not in str(info.value) and 'Traceback' not in str(info.value)
+    with pytest.raises(ValueError, match=rf'^input_shape {re.escape(str(shape))} does not fit'):
+        measure_step(net, shape)

@@ -42,6 +42,8 @@ def check_positive(name: str, value: Any, kind: Union[Type, Tuple[Type, ...]] = 
 class RunConfig:
     """What defines a training run; the defaults are the chapter's settings.
 
+    A numpy scalar setting is taken as the Python value it holds (``np.int64(3)`` as 3).
+
     Attributes
     ----------
     arch : str
@@ -104,6 +106,13 @@ class RunConfig:
     MAX_SEED = 2 ** 31 - 1
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.generic):
+                # A numpy scalar (a seed from a numpy array, say) as the Python value it holds:
+                # np.int64(3) is 3 and passes, np.float64(3) is 3.0 and np.bool_ a bool, which
+                # do not; and to_dict stays JSON.
+                object.__setattr__(self, field.name, value.item())
         for name in ('resize', 'epochs', 'batch_size'):
             check_positive(name, getattr(self, name), int)
         check_positive('lr', self.lr)

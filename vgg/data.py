@@ -8,17 +8,21 @@ grey level without a worker pool.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import gzip
 import hashlib
+import numbers
 import os
+import socket
 import struct
-import tempfile
+import sys
 import time
 import urllib.error
 import urllib.request
 import zlib
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -50,6 +54,11 @@ MXNET_MIRROR_SHA1 = {
 DEFAULT_MIRROR = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 DATA_DIR_ENV = 'VGG_DATA_DIR'
 DOWNLOAD_DEADLINE = 600.0  # seconds a file may take to arrive in all (26 MB at 45 kB/s)
+# A mirror sending less than this (bytes per second, over the window's seconds) is cut off
+# before the deadline, as curl's --speed-limit and --speed-time do.
+DOWNLOAD_MIN_RATE = 10_000.0
+DOWNLOAD_RATE_WINDOW = 30.0
+LOCK_POLL = 0.2  # seconds between tries for a file that another process is downloading
 MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
@@ -62,10 +71,20 @@ class DataError(ValueError):
 
 def candidate_dirs(root: Optional[str] = None) -> List[str]:
     """Where the data is looked for, in order: ``root``, ``$VGG_DATA_DIR``, gluon's usual place."""
+    if root is not None:
+        root = _folder('root', root)
     mxnet_home = os.environ.get('MXNET_HOME', os.path.join('~', '.mxnet'))
     dirs = [root, os.environ.get(DATA_DIR_ENV),
             os.path.join(mxnet_home, 'datasets', 'fashion-mnist')]
     return [os.path.abspath(os.path.expanduser(d)) for d in dirs if d]
+
+
+def _folder(name: str, value: Any) -> str:
+    """``value`` as a path string; ValueError naming ``name`` unless it is a str or os.PathLike."""
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str):
+        raise ValueError(f'{name} must be a folder path (a str or os.PathLike), got {value!r}')
+    return path
 
 
 def _find_file(directory: str, name: str) -> Optional[str]:
@@ -198,14 +217,21 @@ def _mirror() -> str:
 
 def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
                            md5s: Optional[Dict[str, str]] = None,
-                           deadline: float = DOWNLOAD_DEADLINE) -> Dict[str, str]:
+                           deadline: float = DOWNLOAD_DEADLINE,
+                           min_rate: float = DOWNLOAD_MIN_RATE,
+                           rate_window: float = DOWNLOAD_RATE_WINDOW) -> Dict[str, str]:
     """Download the missing gzip files into ``directory`` and verify their md5.
 
     Each file is written to a temporary ``.part`` file in ``directory`` and
-    renamed only once its checksum matches; a failure removes it, and the
-    ``.part`` files of a process that was killed meanwhile are removed by the
-    next download into the folder.  Each file must arrive within ``deadline``
-    seconds in all (a server that trickles bytes is cut off too).
+    renamed only once its checksum matches; a failure removes it.  While a
+    process downloads a file it holds a kernel lock (flock) on ``.NAME.gz.lock``
+    beside it: another process downloading into the same folder waits for it,
+    saying so on one line, and then takes the finished file; a ``.part`` file
+    whose lock nobody holds is left by a killed process (the kernel releases
+    the lock, ``kill -9`` included) and is removed.  A file must arrive within
+    ``deadline`` seconds in all, and a mirror that sends less than ``min_rate``
+    bytes per second over ``rate_window`` seconds is cut off sooner.  Files are
+    created with the permissions the umask gives, as any other file.
 
     Parameters
     ----------
@@ -216,7 +242,13 @@ def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
     md5s : dict, optional
         Expected md5 per gzip file name; default the official release's.
     deadline : float
-        Seconds each file may take, connection included.
+        Seconds each file may take, connection included; also the longest wait
+        for another process's download of one file.
+    min_rate : float
+        The slowest a mirror may send, in bytes per second, averaged over
+        ``rate_window`` seconds (as curl's ``--speed-limit``).
+    rate_window : float
+        Seconds over which the rate is measured (as curl's ``--speed-time``).
 
     Returns
     -------
@@ -226,14 +258,19 @@ def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
     Raises
     ------
     DataError
-        If the mirror cannot be reached or a file has the wrong checksum.
+        If the mirror cannot be reached, is too slow, a file has the wrong
+        checksum, or another process's download of a file takes longer than
+        ``deadline``.
     """
+    directory = _folder('directory', directory)
     mirror = mirror or _mirror()
     md5s = md5s or OFFICIAL_MD5
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as err:
         raise DataError(f'cannot create data directory {directory}: {err.strerror}') from None
+    waiting = _once(lambda: print(f'waiting for another process that downloads Fashion-MNIST '
+                                  f'into {directory}', file=sys.stderr, flush=True))
     paths = {}
     for name in FILE_NAMES:
         existing = _find_file(directory, name)
@@ -241,30 +278,100 @@ def download_fashion_mnist(directory: str, mirror: Optional[str] = None,
             paths[name] = existing
             continue
         target = os.path.join(directory, name + '.gz')
-        for stale in glob.glob(os.path.join(directory, f'.{name}.gz*.part')):
-            os.remove(stale)  # left by a download that was killed
-        url = mirror.rstrip('/') + '/' + name + '.gz'
-        _download_verified(url, target, md5s[name + '.gz'], directory, deadline)
+        with _file_lock(os.path.join(directory, f'.{name}.gz.lock'), deadline, waiting):
+            # Whoever held the lock before may have downloaded the file meanwhile.
+            if not os.path.isfile(target):
+                for stale in glob.glob(os.path.join(directory, f'.{name}.gz*.part')):
+                    os.remove(stale)  # its writer is dead: the lock was free
+                url = mirror.rstrip('/') + '/' + name + '.gz'
+                _download_verified(url, target, md5s[name + '.gz'], directory, deadline,
+                                   min_rate, rate_window)
         paths[name] = target
     return paths
 
 
-def _download_verified(url: str, target: str, md5: str, directory: str,
-                       deadline: float) -> None:
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(target), suffix='.part', dir=directory)
-    end = time.monotonic() + deadline
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action`` made to run on the first call only."""
+    done: List[bool] = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            action()
+    return call
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, wait: float, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created, then removed on release).
+
+    Calls ``on_wait`` when another process holds it, and polls for up to ``wait``
+    seconds.  The holder removes the file before it lets go, so a waiter that then
+    gets the lock of a removed file tries again on the file that ``path`` names now.
+
+    Raises
+    ------
+    DataError
+        If the lock is not free within ``wait`` seconds.
+    """
+    end = time.monotonic() + wait
+    while True:
+        try:
+            # Read-only suffices for flock, and works on a lock file another user created.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise DataError(f'cannot create the lock file {path}: {err.strerror}') from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() > end:
+                raise DataError(f'another process has been downloading into '
+                                f'{os.path.dirname(path)} for over {wait:g} s (it holds {path}); '
+                                'wait for it to end, or stop it') from None
+            on_wait()
+            time.sleep(LOCK_POLL)
+            continue
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # the previous holder removed this one: lock the new one
+    try:
+        yield
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _rate(bytes_per_second: float) -> str:
+    if bytes_per_second < 1000:
+        return f'{bytes_per_second:.0f} B/s'
+    return f'{bytes_per_second / 1000:.1f} kB/s'
+
+
+def _download_verified(url: str, target: str, md5: str, directory: str, deadline: float,
+                       min_rate: float, rate_window: float) -> None:
+    # A fixed name (the caller holds the file's lock), created as open() creates files:
+    # the umask decides who may read it, not tempfile's owner-only 0600.
+    tmp = os.path.join(directory, f'.{os.path.basename(target)}.{os.getpid()}.part')
+    started = time.monotonic()
+    # No single wait on the socket outlasts the rate window: a silent mirror is cut off too.
+    timeout = min(30.0, deadline, rate_window)
     try:
         digest = hashlib.md5()
-        with os.fdopen(fd, 'wb') as out:
+        with open(tmp, 'xb') as out:
             try:
-                # The socket timeout bounds each wait; read1 returns what has arrived, so
-                # the total deadline is checked however slowly the bytes come.
-                with urllib.request.urlopen(url, timeout=min(30.0, deadline)) as response:
-                    for chunk in iter(lambda: response.read1(1 << 20), b''):
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    for chunk in _chunks(response, started, deadline, min_rate, rate_window,
+                                         timeout):
                         digest.update(chunk)
                         out.write(chunk)
-                        if time.monotonic() > end:
-                            raise TimeoutError(f'the download took longer than {deadline:g} s')
             except (urllib.error.URLError, OSError) as err:
                 reason = getattr(err, 'reason', err)
                 raise DataError(_missing_message(directory, f'{url}: {reason}', None)) from None
@@ -275,6 +382,41 @@ def _download_verified(url: str, target: str, md5: str, directory: str,
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _chunks(response: Any, started: float, deadline: float, min_rate: float,
+            rate_window: float, timeout: float) -> Iterator[bytes]:
+    """The body of ``response`` as it arrives.
+
+    read1 returns whatever has arrived, so the limits are checked however slowly
+    the bytes come.
+
+    Raises
+    ------
+    TimeoutError
+        When ``deadline`` seconds have passed since ``started``, when fewer than
+        ``min_rate`` bytes per second came over the last ``rate_window`` seconds, or
+        when nothing came for ``timeout`` seconds.
+    """
+    window_start, window_bytes = time.monotonic(), 0
+    while True:
+        try:
+            chunk = response.read1(1 << 20)
+        except socket.timeout:
+            raise TimeoutError(f'the mirror sent nothing for {timeout:g} s') from None
+        if not chunk:
+            return
+        yield chunk
+        window_bytes += len(chunk)
+        now = time.monotonic()
+        if now - started > deadline:
+            raise TimeoutError(f'the download took longer than {deadline:g} s')
+        if now - window_start >= rate_window:
+            rate = window_bytes / (now - window_start)
+            if rate < min_rate:
+                raise TimeoutError(f'the mirror sent {_rate(rate)} over {now - window_start:.1f} '
+                                   f's, below the minimum of {_rate(min_rate)}')
+            window_start, window_bytes = now, 0
 
 
 def _check_roles(paths: Dict[str, str]) -> None:
@@ -430,5 +572,42 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
 
 
 def get_fashion_mnist_labels(labels: Sequence[int]) -> List[str]:
-    """Class names for numeric labels."""
-    return [TEXT_LABELS[int(i)] for i in labels]
+    """Class names for numeric labels.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        Class indices 0..9: ints, numpy integers, or whole floats (argmax gives float32),
+        in a list, a numpy array or an NDArray.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not a sequence, or one of them is not an integer in 0..9.
+    """
+    if isinstance(labels, nd.NDArray):
+        labels = labels.asnumpy()
+    expected = f'class indices, integers in 0..{NUM_CLASSES - 1}'
+    try:
+        items = list(labels)
+    except TypeError:
+        raise ValueError(f'labels must be a sequence of {expected}, got {labels!r}') from None
+    names = []
+    for position, label in enumerate(items):
+        index = _class_index(label)
+        if index is None:
+            # As a Python scalar: numpy 2 shows np.float64(nan) where numpy 1 showed nan.
+            shown = label.item() if isinstance(label, np.generic) else label
+            raise ValueError(f'labels must be {expected}; labels[{position}] is {shown!r}')
+        names.append(TEXT_LABELS[index])
+    return names
+
+
+def _class_index(label: Any) -> Optional[int]:
+    # A bool is an int to Python, but never a class index; -1 would index from the end.
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Real):
+        return None
+    if not isinstance(label, numbers.Integral) and not float(label).is_integer():
+        return None
+    index = int(label)
+    return index if 0 <= index < NUM_CLASSES else None

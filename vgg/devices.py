@@ -49,8 +49,11 @@ def parse_ctx(spec: str) -> List[mx.Context]:
     Raises
     ------
     ValueError
-        If the spec is malformed or names a GPU that does not work.
+        If the spec is not a string, is malformed or names a GPU that does not work.
     """
+    if not isinstance(spec, str):
+        raise ValueError(f'spec must be a device string: auto, cpu, gpu, gpu:0,1 or cpu:0,1; '
+                         f'got {spec!r}')
     text = spec.strip().lower()
     if text == 'auto':
         return [try_gpu()]

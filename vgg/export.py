@@ -18,8 +18,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
+from .config import check_positive
 from .model import CHANNELS
 from .runs import atomic_write
+from .summary import mxnet_message
 
 STEM = 'vgg'
 INPUT = 'data'  # the input's name in the symbol file and the ONNX graph
@@ -53,12 +55,18 @@ def export_symbol(net: gluon.HybridBlock, resize: int, directory: str) -> Dict[s
     Raises
     ------
     ValueError
-        If the reloaded network's logits differ from ``net``'s.
+        If ``resize`` is not a positive integer or not an input size that ``net``
+        takes (then nothing is written), or the reloaded network's logits differ
+        from ``net``'s.
     """
-    os.makedirs(directory, exist_ok=True)
-    x = _probe(net, resize)
+    x = _probe(net, check_positive('resize', resize, int))
     net.hybridize()
-    expected = net(x).asnumpy()
+    try:
+        expected = net(x).asnumpy()
+    except mx.base.MXNetError as err:
+        raise ValueError(f'resize {resize} does not fit the network (an input of shape '
+                         f'{x.shape}): {mxnet_message(err)}') from None
+    os.makedirs(directory, exist_ok=True)
     paths = {'symbol': os.path.join(directory, f'{STEM}-symbol.json'),
              'params': os.path.join(directory, f'{STEM}-0000.params')}
     # HybridBlock.export names its files itself: export into a scratch folder

@@ -25,6 +25,7 @@ dies, ``kill -9`` included (Linux's parent-death signal, set by util-linux's
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import os
 import shutil
 import shlex
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 LOOPBACK = '127.0.0.1'
 DEFAULT_PORT = 9091  # the scheduler's port on a remote first host, unless --port is given
@@ -88,7 +89,8 @@ class Process:
         # -tt: the remote process gets a terminal, so it is hung up on (and ends)
         # when its ssh is stopped; BatchMode: fail rather than ask for a password.
         config = ['-F', self.ssh_config] if self.ssh_config else []
-        return ['ssh', *config, '-o', 'BatchMode=yes', '-tt', self.host,
+        # '--' ends ssh's options: the host can never be read as one.
+        return ['ssh', *config, '-o', 'BatchMode=yes', '-tt', '--', self.host,
                 f'cd {shlex.quote(cwd)} && exec env {assignments} {shlex.join(self.argv)}']
 
 
@@ -109,20 +111,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_hosts(path: str) -> List[str]:
-    """The addresses of a hosts file: one IP address per line; blank lines and # comments skipped.
+def check_host(host: Any) -> str:
+    """``host`` if it is an IPv4 address, such as 10.0.0.2.
+
+    ps-lite binds to the hosts' addresses, which ZeroMQ cannot do to a host name;
+    and an address is never read as an ssh option (``-oProxyCommand=...``).
 
     Raises
     ------
     ValueError
-        If the file cannot be read or lists no host.
+        Naming the host and what is expected.
+    """
+    try:
+        ipaddress.IPv4Address(host if isinstance(host, str) else None)
+    except ValueError:
+        raise ValueError(f'host {host!r} is not an IPv4 address such as 10.0.0.2 (ps-lite binds '
+                         'to the hosts\' addresses: no host names, user names or options)'
+                         ) from None
+    return host
+
+
+def check_port(port: Any) -> int:
+    """``port`` if it is a TCP port number, 1 to 65535.
+
+    Raises
+    ------
+    ValueError
+        Naming the port and the range.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f'port must be an integer from 1 to 65535, got {port!r}')
+    return port
+
+
+def read_hosts(path: str) -> List[str]:
+    """The addresses of a hosts file: one IPv4 address per line; blank lines and # comments skipped.
+
+    Raises
+    ------
+    ValueError
+        If the file cannot be read, lists no host, or a line is not an IPv4
+        address (naming the file and the line).
     """
     try:
         with open(path, encoding='utf-8') as f:
-            hosts = [line.split('#')[0].strip() for line in f]
-    except OSError as err:
-        raise ValueError(f'cannot read hosts file {path}: {err.strerror or err}') from None
-    hosts = [host for host in hosts if host]
+            lines = [line.split('#')[0].strip() for line in f]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f'cannot read hosts file {path}: '
+                         f'{getattr(err, "strerror", None) or err}') from None
+    hosts = []
+    for number, host in enumerate(lines, 1):
+        if host:
+            try:
+                hosts.append(check_host(host))
+            except ValueError as err:
+                raise ValueError(f'hosts file {path} line {number}: {err}') from None
     if not hosts:
         raise ValueError(f'hosts file {path} lists no host')
     return hosts
@@ -140,10 +183,11 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
     num_workers, num_servers : int
         How many of each.
     hosts : sequence of str, optional
-        IP addresses to spread the job over (ps-lite binds to them, so no host
-        names); None runs everything on this machine over 127.0.0.1.
+        IPv4 addresses to spread the job over (ps-lite binds to them, so no host
+        names; see :func:`check_host`); None runs everything on this machine
+        over 127.0.0.1.
     port : int, optional
-        The scheduler's port; default a free one on this machine, or
+        The scheduler's port, 1 to 65535; default a free one on this machine, or
         :data:`DEFAULT_PORT` on a remote first host.
     python : str
         The interpreter of the scheduler and the servers (on every host).
@@ -154,7 +198,8 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
     Raises
     ------
     ValueError
-        If the command is empty or a count is not positive.
+        If the command is empty, a count is not positive, a host is not an IPv4
+        address or the port is not 1 to 65535.
     """
     if not command:
         raise ValueError('no worker command: put it after --, e.g. vgg launch -n 2 -- '
@@ -162,8 +207,9 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
     for name, count in (('workers', num_workers), ('servers', num_servers)):
         if count < 1:
             raise ValueError(f'the number of {name} must be positive, got {count}')
+    hosts = [check_host(host) for host in hosts] if hosts else None
     root = hosts[0] if hosts else LOOPBACK
-    port = port or (DEFAULT_PORT if hosts else free_port())
+    port = check_port(port) if port is not None else DEFAULT_PORT if hosts else free_port()
     common = {'DMLC_PS_ROOT_URI': root, 'DMLC_PS_ROOT_PORT': str(port),
               'DMLC_NUM_SERVER': str(num_servers), 'DMLC_NUM_WORKER': str(num_workers),
               # Output reaches the launcher through pipes: line by line, not in blocks.

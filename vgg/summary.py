@@ -8,6 +8,7 @@ as :func:`vgg.vgg` or the book's AlexNet.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -182,7 +183,8 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
     Raises
     ------
     ValueError
-        If ``input_shape`` is not a non-empty sequence of positive integers.
+        If ``input_shape`` is not a non-empty sequence of positive integers, or a
+        layer cannot take the shape that reaches it (naming the layer).
     """
     input_shape = _check_shape(input_shape)
     params = list(net.collect_params().values())
@@ -200,7 +202,12 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
     with autograd.pause():
         for layer in _leaves(net):
             in_shape = x.shape
-            x = layer(x)
+            try:
+                x = layer(x)
+            except mx.base.MXNetError as err:
+                raise ValueError(f'input_shape {input_shape} does not fit the network: '
+                                 f'{layer.name} ({type(layer).__name__}) cannot take an input '
+                                 f'of shape {in_shape}: {mxnet_message(err)}') from None
             out_shape = tuple(int(d) for d in x.shape)
             layer_params = list(layer.collect_params().values())
             for param in layer_params:
@@ -212,7 +219,11 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
                 params=sum(_size(p.shape) for p in layer_params if p.grad_req != 'null'),
                 macs=_macs(layer, in_shape, out_shape),
                 activation_bytes=_size(out_shape) * _itemsize(x.dtype)))
-    x.wait_to_read()  # surface any asynchronous MXNet error here, not later
+    try:
+        x.wait_to_read()  # surface any asynchronous MXNet error here, not later
+    except mx.base.MXNetError as err:
+        raise ValueError(f'the forward pass of input_shape {input_shape} failed: '
+                         f'{mxnet_message(err)}') from None
 
     unique = list(seen_params.values())
     return Summary(
@@ -222,6 +233,14 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
         total_macs=sum(row.macs for row in rows),
         total_activation_bytes=sum(row.activation_bytes for row in rows),
         param_bytes=sum(_size(p.shape) * _itemsize(p.dtype) for p in unique))
+
+
+def mxnet_message(err: Exception) -> str:
+    """An MXNet error in one line: its last, without the C++ trace, time and source location."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    last = re.sub(r'^MXNetError: ', '', last)
+    return re.sub(r'\[[\d:]+\] \S+:\d+: ', '', last)
 
 
 def _leaves(block: Block) -> Iterator[Block]:
@@ -327,6 +346,12 @@ def measure_step(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Contex
         on a GPU the device memory in use at the end of the steps, on Linux
         CPUs the growth of the process's peak resident memory over one step,
         elsewhere None.
+
+    Raises
+    ------
+    ValueError
+        If ``input_shape`` is not a non-empty sequence of positive integers, or
+        the network cannot take it.
     """
     import statistics
     import time
@@ -342,7 +367,11 @@ def measure_step(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Contex
         nd.waitall()
         return time.perf_counter() - start
 
-    step()
+    try:
+        step()  # the one that meets a shape the network cannot take
+    except mx.base.MXNetError as err:
+        raise ValueError(f'input_shape {tuple(x.shape)} does not fit the network: '
+                         f'{mxnet_message(err)}') from None
     baseline = _reset_peak_rss()
     first = step()
     peak = _peak_rss() - baseline if baseline is not None else None
