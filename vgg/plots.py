@@ -57,6 +57,7 @@ def plot_history(history: Sequence[dict], title: Optional[str] = None,
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel('epoch')
         ax.set_xticks(range(first, last + 1))
+        ax.ticklabel_format(axis='y', useOffset=False)  # a flat loss reads 2.302, not 1e-5+2.302
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -112,6 +113,14 @@ class LiveCurves:
     def __init__(self, title: Optional[str] = None, history: Sequence[dict] = ()):
         self.title, self.history, self.points = title, list(history), []
         self._display = None
+        if in_jupyter():
+            # The figure's output comes first, before the progress bar prints: a bar split by
+            # an output shown after it would leave a stale copy above it in JupyterLab.
+            from IPython.display import display
+            if self.history:
+                self._draw()
+            else:
+                self._display = display({'text/plain': ''}, raw=True, display_id=True)
 
     def add_point(self, point: dict) -> None:
         self.points.append(point)
