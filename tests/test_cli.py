@@ -1,11 +1,14 @@
 import json
 import os
 import re
+import resource
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from helpers import QUICK, make_run, run_cli, write_dataset
+from helpers import QUICK, REPO, make_run, run_cli, write_dataset
 from vgg.cli import COMMANDS, main
 
 EPOCH_LINE = re.compile(r'epoch (\d), loss (\d+\.\d{4}), train acc (\d\.\d{3}), '
@@ -145,6 +148,11 @@ def _run_and_image(tmp, data, done=1):
     return dict(_run(tmp, data, done=done), image=tmp / 'black.png')
 
 
+def _fifo(tmp, data):
+    os.mkfifo(tmp / 'camera.png')  # no writer: opening it for reading would wait forever
+    return dict(_run(tmp, data), image=tmp / 'camera.png')
+
+
 def _not_image(tmp, data):
     (tmp / 'notes.png').write_text('not an image')
     return dict(_run(tmp, data), image=tmp / 'notes.png')
@@ -223,6 +231,10 @@ BAD_INPUTS = [
      'notes.png: not an image that can be read (cannot identify image file'),
     ('missing-image', _run, ['predict', '{run}', '{data}/none.png'],
      'none.png: not an image that can be read (No such file or directory)'),
+    ('fifo-image', _fifo, ['predict', '{run}', '{image}'],
+     'camera.png: not an image that can be read (a FIFO, not a regular file)'),
+    ('folder-image', _run, ['predict', '{run}', '{tmp}'],
+     'not an image that can be read (a directory, not a regular file)'),
 ]
 
 
@@ -239,3 +251,39 @@ def test_bad_input_is_one_line_and_exit_2(fashion_dir, tmp_path, setup, args, me
     expected = message if isinstance(message, re.Pattern) else \
         re.compile(re.escape(message.format(**places)))
     assert len(errors) == 1 and expected.search(errors[0]), errors
+
+
+# The peak virtual memory (bytes) of a process with MXNet's engine and threads at work.
+BASELINE_MEMORY = '''
+import vgg
+import mxnet as mx
+from vgg.model import build_net
+build_net('vgg11', 16, 32)
+mx.nd.waitall()
+with open('/proc/self/status') as f:
+    print(next(int(line.split()[1]) for line in f if line.startswith('VmPeak:')) * 1024)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='reads VmPeak from /proc')
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(fashion_dir, tmp_path):
+    baseline = subprocess.run([sys.executable, '-c', BASELINE_MEMORY], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert baseline.returncode == 0, baseline.stderr
+    limit = int(baseline.stdout) + (1 << 30)  # as ulimit -v or a container sets it
+    out = tmp_path / 'run'
+    # 224x224 images at ratio 4 in batches of 96: a training step needs several GB more.
+    result = subprocess.run(
+        [sys.executable, '-m', 'vgg', 'train', '--resize', '224', '--ratio', '4',
+         '--batch-size', '96', '--epochs', '1', '--ctx', 'cpu', '--no-progress',
+         '--data-dir', fashion_dir, '--out', str(out)], cwd=REPO, capture_output=True, text=True,
+        timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, lines
+    assert re.fullmatch(r'vgg: error: out of memory \(.+\) with batch size 96, resize 224 and '
+                        r'ratio 4: lower --batch-size or --resize, or raise --ratio \(fewer '
+                        r'channels\); 0 of 1 epochs are saved in ' + re.escape(str(out)),
+                        lines[0]), lines[0]
+    assert json.loads((out / 'config.json').read_text())['batch_size'] == 96

@@ -2,13 +2,16 @@
 import json
 import os
 import re
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 from mxnet import nd
 from PIL import Image
 
-from helpers import QUICK, run_cli, synthetic_split
+from helpers import QUICK, REPO, run_cli, synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
 from vgg.fit import load_net
 from vgg.model import build_net
@@ -163,3 +166,79 @@ def test_a_float_image_with_nan_is_refused(tmp_path):
     Image.fromarray(values, mode='F').save(tmp_path / 'nan.tiff')
     with pytest.raises(ValueError, match='not finite'):
         read_image(str(tmp_path / 'nan.tiff'))
+
+
+# --- photos as cameras and phones save them; files that are no photos ----------------
+
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _letter_t():
+    """An upright 'T' (56x56): any rotation of it is another image."""
+    pixels = np.zeros((56, 56), dtype=np.uint8)
+    pixels[4:12, 8:48] = 200
+    pixels[4:52, 20:36] = 255
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize('tag, stored', [(6, Image.Transpose.ROTATE_90),
+                                         (8, Image.Transpose.ROTATE_270)])
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path, tag, stored):
+    # A camera held sideways stores the pixels sideways and says how to turn them.
+    upright = _letter_t()
+    upright.save(tmp_path / 'upright.jpg', quality=100)
+    exif = Image.Exif()
+    exif[ORIENTATION] = tag
+    upright.transpose(stored).save(tmp_path / 'phone.jpg', quality=100, exif=exif)
+    upright.transpose(stored).save(tmp_path / 'sideways.jpg', quality=100)
+    expected = read_image(str(tmp_path / 'upright.jpg'))
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'phone.jpg')), expected)
+    assert np.abs(read_image(str(tmp_path / 'sideways.jpg')).astype(int) - expected).max() > 100
+
+
+# Reads IMAGE in a fresh process; prints its peak RSS (KB) before and after.
+PEAK_RSS = '''
+import resource, sys
+from vgg.predict import read_image
+read_image(sys.argv[1])  # a small image first: what reading costs anyway
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = read_image(sys.argv[2])
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, image.shape, image.max())
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('size', [(1, 60000), (60000, 1), (7, 40000)])
+def test_a_very_thin_image_is_read_with_bounded_memory(tmp_path, size):
+    Image.fromarray(IMAGES[0]).save(tmp_path / 'small.png')
+    Image.new('L', size, 255).save(tmp_path / 'thin.png')
+    assert os.path.getsize(tmp_path / 'thin.png') < 1000  # a few hundred bytes
+    result = subprocess.run([sys.executable, '-c', PEAK_RSS, str(tmp_path / 'small.png'),
+                             str(tmp_path / 'thin.png')], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after, shape = result.stdout.split(maxsplit=2)
+    # Padding it to a square first took 3.6 GB (60000 x 60000), or a MemoryError.
+    assert int(after) - int(before) < 50_000, result.stdout
+    assert shape.startswith('(28, 28)')
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / 'camera.jpg'
+    os.mkfifo(fifo)
+    outcome = []
+
+    def read():
+        try:
+            read_image(str(fifo))
+        except ValueError as err:
+            outcome.append(str(err))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # it waits for a writer: be one, so that the thread ends
+        with open(fifo, 'wb'):
+            pass
+        reader.join(10)
+        pytest.fail('read_image waited on a FIFO')
+    assert outcome == [f'{fifo}: not an image that can be read (a FIFO, not a regular file)']

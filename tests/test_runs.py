@@ -11,10 +11,12 @@ import threading
 import time
 
 import mxnet as mx
+import numpy as np
 import pytest
+from mxnet import gluon, nd
 
 import vgg
-from helpers import QUICK, REPO, make_run, run_cli, start_cli, write_dataset
+from helpers import QUICK, REPO, make_run, run_cli, small_cnn, start_cli, write_dataset
 from vgg.config import RunConfig
 from vgg.runs import Run, atomic_write
 
@@ -329,3 +331,167 @@ def test_sessions_are_the_machines_each_session_ran_on(tmp_path):
     assert [s['from_epoch'] for s in run.sessions()] == [0]
     run.add_session(None, {'cpu': 'test CPU', 'isa': [], 'cores': 1})
     assert [(s.get('cpu'), s['from_epoch']) for s in run.sessions()][-1] == ('test CPU', 1)
+
+
+# --- links out of the run directory ---------------------------------------------------
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under ``folder`` (links followed)."""
+    return {name: open(os.path.join(folder, name), 'rb').read() for name in files_of(folder)}
+
+
+def link_folder(run, name, target):
+    """Make ``run``'s folder ``name`` a symbolic link to ``target``, moving its files there."""
+    os.makedirs(target, exist_ok=True)
+    if os.path.isdir(run.file(name)):
+        for entry in os.listdir(run.file(name)):
+            os.replace(run.file(name, entry), os.path.join(target, entry))
+        os.rmdir(run.file(name))
+    os.symlink(target, run.file(name))
+
+
+@pytest.fixture
+def shared_checkpoints(tmp_path):
+    """Two runs whose checkpoints/ are links to one folder: 'a' has done epoch 1, 'b' epoch 2,
+    so the folder holds a's epoch-0001 and b's epoch-0002."""
+    shared = str(tmp_path / 'shared')
+    runs = {name: make_run(tmp_path / name, done=done) for name, done in (('a', 1), ('b', 2))}
+    for run in runs.values():
+        link_folder(run, 'checkpoints', shared)
+    return runs['a'], runs['b'], shared
+
+
+LINKED = 'is a symbolic link (to {target}), and a run writes and removes files in its {name} folder'
+
+
+@pytest.mark.parametrize('settings, mode', [
+    (None, {'resume': True}),
+    ({'epochs': 3}, {'resume': True}),
+    ({'resize': 32, 'ratio': 16, 'batch_size': 32}, {'force': True}),
+], ids=['resume', 'resume-more-epochs', 'force'])
+def test_a_run_never_writes_or_deletes_through_a_linked_checkpoints_folder(
+        shared_checkpoints, fashion_dir, settings, mode):
+    a, b, shared = shared_checkpoints
+    before = snapshot(shared)
+    with pytest.raises(ValueError, match=re.escape(LINKED.format(target=shared,
+                                                                 name='checkpoints'))):
+        vgg.fit(settings, a.path, ctx='cpu', data_dir=fashion_dir, progress=False, **mode)
+    assert snapshot(shared) == before and epochs_of(b.path) == [1, 2]
+    assert epochs_of(a.path) == [1]  # refused before anything of a was touched either
+
+
+def test_clear_and_checkpoint_rotation_never_delete_through_a_link(shared_checkpoints, tmp_path):
+    a, b, shared = shared_checkpoints
+    before = snapshot(shared)
+    with pytest.raises(ValueError, match='is a symbolic link'):
+        a.clear()
+    # Saving epoch 2 of a would replace b's epoch-0002 and then remove a's epoch-0001.
+    net, trainer = _tiny_net_and_trainer()
+    history = [dict(h, epoch=e) for e, h in enumerate(a.history() * 2, 1)]
+    with pytest.raises(ValueError, match='is a symbolic link'):
+        a.save_epoch(net, trainer, history)
+    assert snapshot(shared) == before and a.exists() and epochs_of(a.path) == [1]
+    # A folder that only holds a link is no place for a new run either.
+    new = Run(str(tmp_path / 'new'))
+    os.makedirs(new.path)
+    os.symlink(shared, new.file('checkpoints'))
+    with pytest.raises(ValueError, match='is a symbolic link'):
+        new.prepare()
+    assert snapshot(shared) == before and not new.exists()
+
+
+def test_a_linked_lock_file_is_refused(tmp_path):
+    other = make_run(tmp_path / 'other', done=0)
+    run = make_run(tmp_path / 'run', done=0)
+    os.symlink(other.file('.lock'), run.file('.lock'))
+    with pytest.raises(ValueError, match=re.escape(f'{run.file(".lock")} is a symbolic link')):
+        with run.lock():
+            pass
+    with other.lock():  # the other run's lock was not taken, nor written
+        pass
+
+
+@pytest.mark.slow
+def test_linked_folders_are_one_line_and_exit_2(shared_checkpoints, tmp_path):
+    a, b, shared = shared_checkpoints
+    before = snapshot(shared)
+    result = run_cli('train', '--resume', '--out', a.path, '--epochs', '3', '--ctx', 'cpu')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip() == (
+        f'vgg: error: {a.file("checkpoints")} '
+        + LINKED.format(target=shared, name='checkpoints')
+        + ', which must be its own: replace the link by a folder (to keep a run on another '
+          'disk, link the run directory itself)')
+    # An export folder shared with another run: refused before anything is written into it.
+    c = make_run(tmp_path / 'c', done=1)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    (elsewhere / 'vgg-symbol.json').write_text('another run\'s')
+    link_folder(c, 'export', str(elsewhere))
+    result = run_cli('export', c.path, '--no-onnx')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert LINKED.format(target=elsewhere, name='export') in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(str(elsewhere)) == {'vgg-symbol.json': b"another run's"}
+    assert snapshot(shared) == before
+
+
+def _tiny_net_and_trainer():
+    net = small_cnn()
+    net.initialize()
+    net(nd.zeros((1, 1, 28, 28)))
+    return net, gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})
+
+
+# --- reading a run while it trains ----------------------------------------------------
+
+# Saves epochs 1..N of a tiny network as fast as it can; every parameter of epoch k holds k.
+WRITER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+from helpers import small_cnn
+from mxnet import gluon, nd
+from vgg.config import RunConfig
+from vgg.runs import Run
+
+run, epochs = Run(sys.argv[2]), int(sys.argv[3])
+run.prepare()
+run.start(RunConfig(epochs=epochs))
+net = small_cnn()
+net.initialize()
+net(nd.zeros((1, 1, 28, 28)))
+trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})
+history = []
+for epoch in range(1, epochs + 1):
+    for param in net.collect_params().values():
+        param.set_data(nd.full(param.shape, epoch))
+    history.append({'epoch': epoch, 'loss': 1.0, 'train_acc': 0.5, 'test_acc': 0.5,
+                    'time': 0.1, 'images_per_sec': 1.0})
+    run.save_epoch(net, trainer, history)
+    if epoch == 1:
+        print('saved', flush=True)
+'''
+
+
+def test_loading_while_the_run_saves_epochs_gives_a_whole_checkpoint(tmp_path):
+    run = Run(str(tmp_path / 'run'))
+    writer = subprocess.Popen([sys.executable, '-c', WRITER, os.path.join(REPO, 'tests'),
+                               run.path, '150'], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == 'saved'
+    net, _ = _tiny_net_and_trainer()
+    loads, failures = [], []
+    while writer.poll() is None:
+        try:
+            epoch = run.load_params(net)
+        except (ValueError, OSError) as err:  # were: missing, truncated or corrupt, ENOENT
+            failures.append(str(err))
+            continue
+        values = {float(v) for p in net.collect_params().values()
+                  for v in np.unique(p.data().asnumpy())}
+        loads.append((epoch, values))
+    assert writer.wait() == 0
+    assert failures == []
+    # Every load is the whole checkpoint of the epoch it names, and epochs only go forward.
+    assert all(values == {float(epoch)} for epoch, values in loads)
+    assert [epoch for epoch, _ in loads] == sorted(epoch for epoch, _ in loads)
+    assert len(loads) >= 20 and len({epoch for epoch, _ in loads}) >= 10

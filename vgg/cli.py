@@ -2,8 +2,8 @@
 ``launch``.
 
 Every expected failure (bad flag values, missing data, corrupt files or
-checkpoints, a diverging loss) is one line on stderr and exit code 2; Ctrl-C
-is exit code 130.
+checkpoints, a diverging loss, memory running out) is one line on stderr and
+exit code 2; Ctrl-C is exit code 130.
 """
 from __future__ import annotations
 
@@ -23,16 +23,18 @@ from .data import NUM_CLASSES, TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES
 from .export import export_onnx, export_symbol
-from .fit import Interrupted, fit, load_net
+from .fit import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
 from .launcher import launch, read_hosts
 from .config import SCHEDULES
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import LiveCurves, plot_confusion, save_figure
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
-from .runs import CONFUSION, EXPORT, Run
+from .runs import CONFUSION, EXPORT, Run, allocation_failure
 from .summary import summary
 
 DEFAULTS = RunConfig()
+# What to lower when a command other than train runs out of memory.
+MEMORY_HINTS = {'evaluate': 'lower --batch-size', 'predict': 'give fewer images at a time'}
 INVERT_HELP = ('Fashion-MNIST shows a light object on a black background, and images are '
                'used as they are: pass --invert for a dark object on a light background '
                '(most photos)')
@@ -187,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ctx_flag(p)
 
     p = _add_command(sub, 'predict', 'class names and probabilities for image files',
-                     'PNG, JPEG, ...: any size, colour or grey. Each image is turned grey, padded '
+                     'PNG, JPEG, ...: any size, colour or grey. Each image is turned upright as '
+                     'its EXIF orientation says (as photo viewers show it), grey, padded '
                      'to a square, resized to 28x28 like Fashion-MNIST, then resized like the '
                      f"run's training images. {INVERT_HELP}.")
     _add_run_dir(p)
@@ -249,14 +252,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     config = run.config()
     ctx = parse_ctx(args.ctx)[0]
-    net = load_net(run.path, ctx)
+    net, epoch = load_net_epoch(run.path, ctx)
     _, test_iter = load_data_fashion_mnist(
         args.batch_size, resize=config.resize, root=args.data_dir or run.data_dir(), ctx=ctx,
         max_samples=args.max_samples or config.max_samples)
     matrix = confusion_matrix(net, test_iter, ctx)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     print(f'test accuracy {matrix.trace() / matrix.sum():.3f} ({matrix.sum()} images, '
-          f'after epoch {len(run.history())} of {run.path})')
+          f'after epoch {epoch} of {run.path})')
     width = max(len(name) for name in TEXT_LABELS)
     print(f'{"class":<{width}}  accuracy  images')
     for name, accuracy, count in zip(TEXT_LABELS, per_class, matrix.sum(axis=1)):
@@ -286,7 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = Run(args.run_dir)
     resize = run.config().resize
     net = load_net(run.path, mx.cpu())
-    directory = run.file(EXPORT)
+    directory = run.folder(EXPORT)
     symbol = export_symbol(net, resize, directory)
     print(f"symbol: {symbol['symbol']} {symbol['params']} (reloaded with SymbolBlock.imports: "
           f"max logit difference {symbol['max_difference']:.2g})")
@@ -317,8 +320,25 @@ COMMANDS = {'train': cmd_train, 'summary': cmd_summary, 'evaluate': cmd_evaluate
             'predict': cmd_predict, 'export': cmd_export, 'launch': cmd_launch}
 
 
+def _flag(name: str) -> str:
+    return '--' + name.replace('_', '-')
+
+
+def _out_of_memory(command: str, err: BaseException) -> str:
+    """The one line for a failed allocation in ``command``."""
+    if isinstance(err, OutOfMemory):
+        return err.message(_flag)
+    hint = MEMORY_HINTS.get(command, 'free memory, or run it where there is more')
+    return f'out of memory ({allocation_failure(err)}); {hint}'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line; returns the exit code (0, 2 for a bad input, 130 for Ctrl-C)."""
+    """Run the command line; returns the exit code (0, 2 for a bad input, 130 for Ctrl-C).
+
+    When memory runs out the process ends at once, with exit code 2, after its one
+    line: MXNet's engine keeps the failure, raises it again while Python shuts
+    down, and its other threads may still crash on their own failed allocations.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and not argv[0].startswith('-') and argv[0] not in COMMANDS:
@@ -335,6 +355,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FloatingPointError, OSError) as err:  # DataError is a ValueError
         print('vgg: error: ' + ' '.join(str(err).split()), file=sys.stderr)
         return 2
+    except (MemoryError, mx.base.MXNetError) as err:
+        if allocation_failure(err) is None:
+            raise
+        print('vgg: error: ' + ' '.join(_out_of_memory(args.command, err).split()),
+              file=sys.stderr)
+        # End here: MXNet's engine may still be running (and failing) queued operations.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     except KeyboardInterrupt:
         print('vgg: interrupted', file=sys.stderr)
         return 130

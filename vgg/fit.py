@@ -9,9 +9,10 @@ directory and prints; the other workers only read it to resume.
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -24,7 +25,7 @@ from .distributed import Worker, join, make_trainer, train_worker
 from .model import build_net
 from .optim import sgd_options
 from .plots import plot_history, save_figure
-from .runs import CURVES, Run
+from .runs import CURVES, Run, allocation_failure
 from .training import EpochStats
 from .transfer import init_from, load_model_zoo_weights
 
@@ -54,6 +55,42 @@ class Interrupted(KeyboardInterrupt):
         if not self.run.exists():
             return 'nothing was saved yet'
         return f'{self.saved} of {self.epochs} epochs are saved in {self.run.path}'
+
+
+class OutOfMemory(MemoryError):
+    """The memory ran out during :func:`fit`; says which settings to lower and what was saved.
+
+    Attributes
+    ----------
+    reason : str
+        What numpy or MXNet said.
+    config : RunConfig
+        The run's settings.
+    run : Run or None
+        The run directory, if this process writes one.
+    saved : int
+        Epochs saved in it.
+    resumed : bool
+        Whether the run was resumed (its settings cannot change then).
+    """
+
+    def __init__(self, reason: str, config: RunConfig, run: Optional[Run], saved: int,
+                 resumed: bool):
+        self.reason, self.config, self.run, self.saved = reason, config, run, saved
+        self.resumed = resumed
+        super().__init__(self.message())
+
+    def message(self, flag: Callable[[str], str] = str) -> str:
+        """The one-line message; ``flag`` names a setting (``vgg train`` gives its flags)."""
+        c = self.config
+        text = (f'out of memory ({self.reason}) with batch size {c.batch_size}, resize '
+                f'{c.resize} and ratio {c.ratio:g}: lower {flag("batch_size")} or '
+                f'{flag("resize")}, or raise {flag("ratio")} (fewer channels)')
+        if self.resumed:
+            text += ', in a new run (a run resumes with its own settings)'
+        if self.run is not None and self.run.exists():
+            text += f'; {self.saved} of {c.epochs} epochs are saved in {self.run.path}'
+        return text
 
 
 def seed_everything(seed: int) -> None:
@@ -144,6 +181,9 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
         For invalid settings, data or run directories.
     FloatingPointError
         When the loss stops being finite; says what is saved.
+    OutOfMemory
+        When numpy or MXNet cannot allocate memory (a MemoryError); says which
+        settings to lower and what is saved.
     Interrupted
         On Ctrl-C (a KeyboardInterrupt); says what is saved.
     """
@@ -158,13 +198,20 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     # Rank policy: worker 0 writes the run directory and prints; the other workers
     # of a job read it only to resume (its checkpoint and configuration).
     writer = run if worker.rank == 0 else None
-    if writer is None:
-        return _train_run(config, run, None, worker, ctxs, resume, force, data_dir, progress,
-                          on_epoch_end, on_point)
-    writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
-    with writer.lock():
-        return _train_run(config, run, writer, worker, ctxs, resume, force, data_dir, progress,
-                          on_epoch_end, on_point)
+    try:
+        if writer is None:
+            return _train_run(config, run, None, worker, ctxs, resume, force, data_dir,
+                              progress, on_epoch_end, on_point)
+        writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
+        with writer.lock():
+            return _train_run(config, run, writer, worker, ctxs, resume, force, data_dir,
+                              progress, on_epoch_end, on_point)
+    except (MemoryError, mx.base.MXNetError) as err:
+        reason = allocation_failure(err)
+        if reason is None:
+            raise
+        saved = len(writer.history()) if writer is not None and writer.exists() else 0
+        raise OutOfMemory(reason, config, writer, saved, resume) from None
 
 
 def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], worker: Worker,
@@ -277,14 +324,33 @@ def _start_from(net: gluon.Block, config: RunConfig, ctxs: List[mx.Context],
 def load_net(run_dir: str, ctx: CtxSpec = None) -> gluon.HybridBlock:
     """The trained network of a run directory's last completed epoch, built from its config.
 
+    The run may be training meanwhile: the network is that of a whole checkpoint,
+    the last one saved when it was read.
+
     Raises
     ------
     ValueError
         If the folder holds no run, no completed epoch, or a checkpoint that is
         missing, corrupt or of another network.
+    MemoryError
+        If there is not enough memory to build or load it.
     """
+    return load_net_epoch(run_dir, ctx)[0]
+
+
+def load_net_epoch(run_dir: str, ctx: CtxSpec = None) -> Tuple[gluon.HybridBlock, int]:
+    """:func:`load_net`'s network and the epoch it was saved after (a run that is training
+    may have saved more by the time it is used)."""
     run, ctxs = Run(run_dir), contexts(ctx)
     config = run.config()
+    # Every Gluon block is in a reference cycle (with its name scope), so a network the
+    # caller dropped keeps its parameters until Python's cycle collector runs, and it runs
+    # after so many new objects, not bytes: free such networks before building another.
+    gc.collect()
     net = build_net(config.arch, config.ratio, config.resize, ctx=ctxs)
-    run.load_params(net, ctxs)
-    return net
+    epoch = run.load_params(net, ctxs)
+    # MXNet frees an array only once its engine has run every operation queued on it: the
+    # random initialisation and the shape pass above, which load_parameters made moot.  A
+    # loop of load_net calls that waits for nothing would queue them faster than they run.
+    mx.nd.waitall()
+    return net, epoch

@@ -9,7 +9,9 @@ such as most product photos).
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+import os
+import stat
+from typing import BinaryIO, Iterable, List, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -19,24 +21,36 @@ from PIL import Image, ImageOps
 from .data import TEXT_LABELS, FashionMNISTIter
 
 SIDE = 28  # Fashion-MNIST's image side
+# Longest side padded to a square as it is; a larger image is box-reduced first (see read_image).
+MAX_SIDE = 1024
+# What a path that is not a regular file is, by st_mode.
+_NOT_FILES = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISDIR, 'a directory'),
+              (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'),
+              (stat.S_ISSOCK, 'a socket'))
 
 
 def read_image(path: str, invert: bool = False) -> np.ndarray:
     """Read an image file (PNG, JPEG, ...; any size, colour or grey) as a 28x28 uint8 grey image.
 
-    The image is converted to grey (ITU-R 601 luma), inverted if ``invert``,
-    padded with black to a centred square (keeping its aspect ratio, as
-    Fashion-MNIST does) and resized to 28x28 with Pillow's antialiased
-    bilinear filter.  Transparent pixels count as background.
+    The image is turned upright as a photo viewer shows it (its EXIF
+    orientation, as cameras and phones record it), converted to grey (ITU-R
+    601 luma), inverted if ``invert``, padded with black to a centred square
+    (keeping its aspect ratio, as Fashion-MNIST does) and resized to 28x28 with
+    Pillow's antialiased bilinear filter.  Transparent pixels count as
+    background.  An image longer than :data:`MAX_SIDE` is first box-reduced by
+    a whole factor, so that the square never outgrows its content (a 1x60000
+    image would make a 3.6 GB one).
 
     Raises
     ------
     ValueError
-        If the file is missing or not an image Pillow can read.
+        If the file is missing, not a regular file (a FIFO would block the
+        reader forever) or not an image Pillow can read.
     """
     try:
-        with Image.open(path) as img:
+        with _open_regular(path) as f, Image.open(f) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)
             if img.mode in ('I', 'F') or img.mode.startswith('I;16'):
                 grey = _scaled_to_8_bits(img, path)
             else:
@@ -52,10 +66,35 @@ def read_image(path: str, invert: bool = False) -> np.ndarray:
         raise ValueError(f'{path}: not an image that can be read ({reason})') from None
     if invert:
         grey = ImageOps.invert(grey)
+    factor = -(-max(grey.size) // MAX_SIDE)
+    if factor > 1:
+        grey = grey.reduce(factor)
     side = max(grey.size)
     square = Image.new('L', (side, side), 0)
     square.paste(grey, ((side - grey.width) // 2, (side - grey.height) // 2))
     return np.asarray(square.resize((SIDE, SIDE), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file (or a link to one).
+
+    Opening does not wait for a FIFO's writer (O_NONBLOCK); the opened file's
+    type is checked, so that the file read is the one checked.
+
+    Raises
+    ------
+    OSError
+        If it cannot be opened.
+    ValueError
+        If it is not a regular file (the message says what it is).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _NOT_FILES if test(mode)), 'a special file')
+        raise ValueError(f'{kind}, not a regular file')
+    return os.fdopen(fd, 'rb')
 
 
 def _scaled_to_8_bits(img: Image.Image, path: str) -> Image.Image:

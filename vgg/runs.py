@@ -18,6 +18,12 @@ and renamed over its target, so a crash never leaves a half-written file under
 a real name.  An epoch counts as done once ``metrics.jsonl`` lists it; that
 file is written after the epoch's checkpoint, and the previous checkpoint is
 removed only then, so the checkpoint of the last listed epoch always exists.
+A reader of a run that is training loads a whole checkpoint, that of the
+last epoch listed when it opened the file (:meth:`Run.load_params`).
+
+``checkpoints/`` and ``export/`` are the run's own: files are written and
+removed there, so a symbolic link in their place (to a folder that another
+run may use too) is refused rather than followed.
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ import glob
 import json
 import os
 import pickle
+import re
 import shutil
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 from mxnet import gluon
@@ -44,11 +51,33 @@ _TEMP_SUFFIX = '.tmp'
 # What every metrics line holds (as numbers), and every point of its finer history.
 EPOCH_FIELDS = ('epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec')
 POINT_FIELDS = ('epoch', 'loss', 'train_acc')
+# How often a reader looks again when the writer moved on while it opened a checkpoint:
+# each look takes a moment, and an epoch far longer.
+_READ_TRIES = 5
+# What MXNet says when an allocation fails (its CPU storage, mshadow's AlignedMallocPitch,
+# cudaMalloc, C++'s bad_alloc).
+_ALLOCATION_FAILED = re.compile(r'failed to allocate|memory allocation failed|malloc\w* failed|'
+                                r'bad_alloc|out of memory', re.IGNORECASE)
 
 
 def _numbers(record: Dict[str, Any], names) -> bool:
     return all(isinstance(record[name], (int, float)) and not isinstance(record[name], bool)
                for name in names)
+
+
+def allocation_failure(err: BaseException) -> Optional[str]:
+    """What ``err`` says if it is a failed memory allocation, else None.
+
+    numpy raises MemoryError; MXNet raises MXNetError ('Failed to allocate CPU
+    Memory', 'AlignedMallocPitch failed', 'cudaMalloc retry failed: out of memory'),
+    often at the next point that waits for its engine, far from the allocation.
+    """
+    if isinstance(err, MemoryError):
+        return str(err) or 'MemoryError'
+    if isinstance(err, mx.base.MXNetError) and _ALLOCATION_FAILED.search(str(err)):
+        # The message ends with its reason, after the C++ trace.
+        return str(err).strip().splitlines()[-1].replace('MXNetError: ', '')
+    return None
 
 
 def _fsync_dir(directory: str) -> None:
@@ -77,6 +106,8 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, mx.base.MXNetError) as err:
+        if allocation_failure(err):  # the engine's failure surfaced here: not the disk's
+            raise MemoryError(allocation_failure(err)) from None
         # MXNet reports a full disk as its own error, with a C++ trace: one line instead.
         reason = getattr(err, 'strerror', None) or str(err).strip().splitlines()[-1]
         raise OSError(f'cannot write {path}: {reason} ({_free_space(directory)}); the file '
@@ -124,9 +155,29 @@ class Run:
         """Whether the folder holds a run (a configuration)."""
         return os.path.isfile(self.file(CONFIG))
 
+    def folder(self, name: str) -> str:
+        """Path of a folder of the run (``checkpoints``, ``export``), refused if it is a link.
+
+        Files are written into these folders and removed from them (the previous
+        checkpoint, ``--force``): through a symbolic link that would be done in a
+        folder that another run may use as well.
+
+        Raises
+        ------
+        ValueError
+            If the folder is a symbolic link.
+        """
+        path = self.file(name)
+        if os.path.islink(path):
+            raise ValueError(f'{path} is a symbolic link (to {os.readlink(path)}), and a run '
+                             f'writes and removes files in its {name} folder, which must be its '
+                             'own: replace the link by a folder (to keep a run on another disk, '
+                             'link the run directory itself)')
+        return path
+
     def checkpoint(self, epoch: int) -> Dict[str, str]:
         """Paths of the checkpoint after ``epoch``: ``{'params': ..., 'states': ...}``."""
-        stem = self.file(CHECKPOINTS, f'epoch-{epoch:04d}')
+        stem = os.path.join(self.folder(CHECKPOINTS), f'epoch-{epoch:04d}')
         return {'params': stem + '.params', 'states': stem + '.states'}
 
     def prepare(self, existing: str = 'refuse') -> None:
@@ -150,8 +201,10 @@ class Run:
             raise ValueError(f'{self.path} already holds a run ({len(self.history())} of '
                              f'{self.config().epochs} epochs done); continue it with --resume '
                              'or start it over with --force')
+        checkpoints = self.folder(CHECKPOINTS)
+        self.folder(EXPORT)
         try:
-            os.makedirs(self.file(CHECKPOINTS), exist_ok=True)
+            os.makedirs(checkpoints, exist_ok=True)
             write_text(self.file('.write-test'), '')
             os.remove(self.file('.write-test'))
         except OSError as err:
@@ -169,8 +222,13 @@ class Run:
         Raises
         ------
         ValueError
-            If another process holds the run.
+            If another process holds the run, or ``.lock`` is a symbolic link
+            (another run's lock, or a file outside the run, would be written).
         """
+        if os.path.islink(self.file(LOCK)):
+            raise ValueError(f'{self.file(LOCK)} is a symbolic link (to '
+                             f'{os.readlink(self.file(LOCK))}); a run\'s lock must be its own '
+                             'file: remove the link')
         try:
             os.makedirs(self.path, exist_ok=True)
             fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
@@ -192,17 +250,22 @@ class Run:
             os.close(fd)
 
     def clear(self) -> None:
-        """Remove the run's files; only this module's own: the folder may hold the user's."""
+        """Remove the run's files; only this module's own: the folder may hold the user's.
+
+        Nothing is removed through a symbolic link: a linked folder is refused
+        (:meth:`folder`) before any file goes, and a linked file loses only its link.
+        """
+        checkpoints, export = self.folder(CHECKPOINTS), self.folder(EXPORT)
         for name in (CONFIG, METRICS, CURVES, CONFUSION):
-            if os.path.exists(self.file(name)):
+            if os.path.lexists(self.file(name)):
                 os.remove(self.file(name))
-        for path in glob.glob(self.file(CHECKPOINTS, 'epoch-*')):
+        for path in glob.glob(os.path.join(checkpoints, 'epoch-*')):
             os.remove(path)
-        shutil.rmtree(self.file(EXPORT), ignore_errors=True)
+        shutil.rmtree(export, ignore_errors=True)
 
     def _remove_temporaries(self) -> None:
         # Left behind by a process killed in the middle of a write.
-        for folder in (self.path, self.file(CHECKPOINTS)):
+        for folder in (self.path, self.folder(CHECKPOINTS)):
             for path in glob.glob(os.path.join(folder, '.*' + _TEMP_SUFFIX)):
                 os.remove(path)
 
@@ -352,26 +415,19 @@ class Run:
     def load_params(self, net: gluon.Block, ctx: Optional[List[mx.Context]] = None) -> int:
         """Load the last completed epoch's parameters into ``net``; returns that epoch.
 
+        The run may be training meanwhile: what is loaded is a whole checkpoint,
+        that of the last epoch ``metrics.jsonl`` lists (:meth:`_checkpoint_files`).
+
         Raises
         ------
         ValueError
             If no epoch is done, or the checkpoint is missing, truncated, or
             belongs to another network.
+        MemoryError
+            If there is not enough memory to load it.
         """
-        epoch = len(self.history())
-        if epoch == 0:
-            raise ValueError(f'{self.path} has no completed epoch yet, so no parameters')
-        path = self._existing(epoch, 'params')
-        try:
-            net.load_parameters(path, ctx=ctx)
-        except mx.base.MXNetError:
-            raise ValueError(f'checkpoint {path} is truncated or corrupt') from None
-        except (AssertionError, ValueError) as err:
-            # MXNet's message goes on to list every parameter of the file: keep its first part.
-            detail = str(err).split(', which contains')[0]
-            config = self.config()
-            raise ValueError(f'checkpoint {path} does not fit the run\'s network '
-                             f'({config.arch}, ratio {config.ratio}): {detail}') from None
+        with self._checkpoint_files(('params',)) as (epoch, files):
+            self._load_params(net, files['params'], epoch, ctx)
         return epoch
 
     def restore(self, net: gluon.Block, trainer: gluon.Trainer,
@@ -379,24 +435,87 @@ class Run:
         """Load parameters and trainer state of the last completed epoch; returns it (0: none)."""
         if not self.history():
             return 0
-        epoch = self.load_params(net, ctx)
-        path = self._existing(epoch, 'states')
-        try:
-            trainer.load_states(path)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                mx.base.MXNetError):
-            raise ValueError(f'trainer state {path} is truncated or corrupt') from None
+        with self._checkpoint_files(('params', 'states')) as (epoch, files):
+            self._load_params(net, files['params'], epoch, ctx)
+            path = self.checkpoint(epoch)['states']
+            try:
+                trainer.load_states(files['states'])
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                    mx.base.MXNetError) as err:
+                if allocation_failure(err):
+                    raise MemoryError(f'loading {path}: {allocation_failure(err)}') from None
+                raise ValueError(f'trainer state {path} is truncated or corrupt') from None
         return epoch
 
-    def _existing(self, epoch: int, kind: str) -> str:
-        """The checkpoint file, once it is known to be the one the epoch saved."""
+    def _load_params(self, net: gluon.Block, opened: str, epoch: int,
+                     ctx: Optional[List[mx.Context]]) -> None:
+        """``net.load_parameters`` from an opened checkpoint (:meth:`_checkpoint_files`)."""
+        path = self.checkpoint(epoch)['params']
+        try:
+            net.load_parameters(opened, ctx=ctx)
+        except mx.base.MXNetError as err:
+            if allocation_failure(err):  # not the file's fault: say so, it is not corrupt
+                raise MemoryError(f'loading {path}: {allocation_failure(err)}') from None
+            raise ValueError(f'checkpoint {path} is truncated or corrupt') from None
+        except (AssertionError, ValueError) as err:
+            # MXNet's message goes on to list every parameter of the file: keep its first part.
+            detail = str(err).split(', which contains')[0].replace(opened, path)
+            config = self.config()
+            raise ValueError(f'checkpoint {path} does not fit the run\'s network '
+                             f'({config.arch}, ratio {config.ratio}): {detail}') from None
+
+    @contextlib.contextmanager
+    def _checkpoint_files(self, kinds: Sequence[str]) -> Iterator[Tuple[int, Dict[str, str]]]:
+        """The last completed epoch and its checkpoint files, opened and checked.
+
+        Yields ``(epoch, {kind: path})``, where each path reads the opened file
+        (``/dev/fd/N``) until the block ends.  A writer may at any moment commit
+        the next epoch and remove this one's checkpoint: an opened file is read
+        whole whatever happens to its name (files are only ever replaced by a
+        rename, never rewritten), and when the file is gone or differs from the
+        checksum in ``metrics.jsonl``, the history is read again; only if it has
+        not changed meanwhile is the checkpoint at fault.
+
+        Raises
+        ------
+        ValueError
+            If no epoch is done, or the checkpoint is missing or not the file its
+            epoch saved.
+        """
+        history = self.history()
+        for _ in range(_READ_TRIES):
+            if not history:
+                raise ValueError(f'{self.path} has no completed epoch yet, so no parameters')
+            with contextlib.ExitStack() as opened:
+                try:
+                    files = {kind: self._open_checked(opened, len(history), kind, history[-1])
+                             for kind in kinds}
+                except ValueError:
+                    latest = self.history()
+                    if latest == history:
+                        raise
+                    history = latest  # the writer moved on: read its new last epoch
+                    continue
+                yield len(history), files
+                return
+        raise ValueError(f'{self.path} committed another epoch each of the {_READ_TRIES} times '
+                         'its checkpoint was read; try again')
+
+    def _open_checked(self, opened: contextlib.ExitStack, epoch: int, kind: str,
+                      line: Dict[str, Any]) -> str:
+        """Open the checkpoint file of ``epoch`` (closed with ``opened``), check it against its
+        metrics line, and return a path that reads the opened file (``/dev/fd/N``)."""
         path = self.checkpoint(epoch)[kind]
-        if not os.path.isfile(path):
+        try:
+            f = opened.enter_context(open(path, 'rb'))
+        except FileNotFoundError:
             raise ValueError(f'checkpoint {path} is missing '
-                             f'({METRICS} records epoch {epoch} as done)')
-        expected = (self.history()[epoch - 1].get('checkpoint') or {}).get(kind)
-        if expected is not None and file_digest(path, 'sha256') != expected:  # runs before 0.2 have none
+                             f'({METRICS} records epoch {epoch} as done)') from None
+        fd_path = f'/dev/fd/{f.fileno()}'
+        expected = (line.get('checkpoint') or {}).get(kind)  # runs before 0.2 have none
+        if expected is not None and file_digest(fd_path, 'sha256') != expected:
             raise ValueError(f'checkpoint {path} is not the file epoch {epoch} saved (its '
                              f'SHA-256 differs from the one in {METRICS}): it was corrupted '
                              'or replaced, and is not loaded')
-        return path
+        f.seek(0)  # where /dev/fd/N shares the offset (macOS), the loader reads from the start
+        return fd_path
