@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import mxnet as mx
@@ -50,6 +51,14 @@ def _correct(y_hat: nd.NDArray, y: nd.NDArray) -> nd.NDArray:
     return (y_hat.argmax(axis=1) == y.astype(y_hat.dtype)).sum()
 
 
+def _total(sums: Iterable[nd.NDArray]) -> float:
+    """The sum of one-element arrays (float32) as a Python float."""
+    # Each value goes to float first: numpy 1.x added float32 scalars to 0 in
+    # float64, numpy 2 keeps float32 (and json cannot write it); this gives
+    # numpy 1.x's float64 sum under both.
+    return sum(float(s.asscalar()) for s in sums)
+
+
 def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Contexts] = None) -> float:
     """Fraction of correctly classified examples of ``data_iter`` (predict mode, no autograd)."""
     ctxs = _as_list(ctx)
@@ -62,7 +71,7 @@ def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Conte
         n += y.shape[0]
     if n == 0:
         raise ValueError('evaluate_accuracy got an empty data iterator')
-    return sum(c.asscalar() for c in correct) / n
+    return _total(correct) / n
 
 
 def _sequential_layers(net: nn.Sequential) -> Optional[List[gluon.HybridBlock]]:
@@ -129,14 +138,6 @@ def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
     return tqdm(total=total, desc=f'epoch {epoch}', unit='img', **style)
 
 
-def _finite(loss_sum: float, epoch: int, batch: int, trainer: gluon.Trainer) -> float:
-    """``loss_sum``, or FloatingPointError if it is not finite."""
-    if not math.isfinite(loss_sum):
-        raise FloatingPointError(f'loss became {loss_sum} in epoch {epoch}, batch {batch}; lower '
-                                 f'the learning rate (it is {trainer.learning_rate:g})')
-    return loss_sum
-
-
 def _num_batches(train_iter: Iterable) -> Optional[int]:
     try:
         return len(train_iter)
@@ -144,54 +145,100 @@ def _num_batches(train_iter: Iterable) -> Optional[int]:
         return None
 
 
-class _Sums:
-    """Per-context loss and correct-prediction sums, kept on the devices.
+def points_every(num_batches: int) -> int:
+    """Batches between two points of the finer history: about POINTS_PER_EPOCH an epoch."""
+    return max(1, round(num_batches / POINTS_PER_EPOCH))
 
-    Every update makes new arrays, so a snapshot (:meth:`snapshot`) keeps the
-    sums up to that batch while training goes on; it is read only once the
-    computation has passed it, so reading never stalls the engine.
+
+@dataclass
+class Reading:
+    """An epoch's running sums after one of its batches, read from the devices."""
+    batch: int
+    loss: float  # the sum of the per-example losses so far
+    correct: float  # correctly classified examples so far
+    images: int
+    lr: float  # the learning rate of this batch's update
+
+
+class EpochMeter:
+    """The running loss and accuracy of one epoch, summed on the devices, read one batch behind.
+
+    Each batch adds its sums as new arrays, so the sums of a batch stay as they were while
+    later batches are queued.  They are read once the next batch is queued, when the
+    engine has computed them: the Python loop never waits for the batch that runs, and every
+    batch's loss is checked without an extra synchronisation.  Every
+    :func:`points_every`-th reading, and the last, ends a point of the finer history.
+
+    Parameters
+    ----------
+    ctxs : list of Context
+        Where the batch's parts are computed.
+    epoch : int
+        The epoch's number.
+    num_batches : int or None
+        Batches in the epoch, if known beforehand: then each point is made (and given to
+        ``on_point``) as soon as it is read; otherwise all of them at :meth:`finish`.
+    on_point : callable, optional
+        Called with each point while the epoch runs.
     """
 
-    def __init__(self, ctxs: List[mx.Context]):
+    def __init__(self, ctxs: List[mx.Context], epoch: int, num_batches: Optional[int],
+                 on_point: Optional[Callable[[Dict[str, float]], None]] = None):
+        self.epoch, self.num_batches, self.on_point = epoch, num_batches, on_point
         self.loss = [nd.zeros((1,), ctx=c) for c in ctxs]
         self.correct = [nd.zeros((1,), ctx=c) for c in ctxs]
-        self.n = 0
+        self.images = 0
+        self.queued: Optional[tuple] = None  # the last batch's sums, not read yet
+        self.readings: List[Reading] = []
+        self.points: List[Dict[str, float]] = []
+        self.last_point = Reading(0, 0.0, 0.0, 0, 0.0)  # where the next point starts
 
-    def add(self, losses, y_hats, ys, batch_size: int) -> None:
+    def add(self, batch: int, losses: List[nd.NDArray], y_hats: List[nd.NDArray],
+            ys: List[nd.NDArray], lr: float) -> None:
+        """Add a batch just queued; then read the batch before it, computed by now."""
         for i, (l, y_hat, y_part) in enumerate(zip(losses, y_hats, ys)):
             self.loss[i] = self.loss[i] + l.sum()
             self.correct[i] = self.correct[i] + _correct(y_hat, y_part)
-        self.n += batch_size
+        self.images += sum(y_part.shape[0] for y_part in ys)
+        previous = self.queued
+        self.queued = (batch, list(self.loss), list(self.correct), self.images, lr)
+        if previous is not None:
+            self._read(*previous)
 
-    def snapshot(self, lr: float) -> Tuple[List[nd.NDArray], List[nd.NDArray], int, float]:
-        return list(self.loss), list(self.correct), self.n, lr
+    def _read(self, batch: int, loss: List[nd.NDArray], correct: List[nd.NDArray],
+              images: int, lr: float) -> None:
+        reading = Reading(batch, _total(loss), _total(correct), images, lr)
+        if not math.isfinite(reading.loss):
+            raise FloatingPointError(f'loss became {reading.loss} in epoch {self.epoch}, batch '
+                                     f'{batch}; lower the learning rate (it is {lr:g})')
+        self.readings.append(reading)
+        if self.num_batches and batch % points_every(self.num_batches) == 0:
+            self._add_point(reading, self.num_batches, send=True)
 
+    def _add_point(self, reading: Reading, num_batches: int, send: bool) -> None:
+        before, self.last_point = self.last_point, reading
+        images = reading.images - before.images
+        point = {'epoch': self.epoch - 1 + reading.batch / num_batches,
+                 'loss': (reading.loss - before.loss) / images,
+                 'train_acc': (reading.correct - before.correct) / images, 'lr': reading.lr}
+        self.points.append(point)
+        if send and self.on_point is not None:
+            self.on_point(point)
 
-def _read(snapshot) -> Tuple[float, float, int, float]:
-    """(loss sum, correct count, images, learning rate) of a snapshot; waits for it."""
-    loss, correct, n, lr = snapshot
-    return sum(s.asscalar() for s in loss), sum(c.asscalar() for c in correct), n, lr
-
-
-_ORIGIN = (0, 0.0, 0.0, 0, 0.0)  # the cumulative mark before an epoch's first batch
-
-
-def _point(mark: tuple, before: tuple, epoch: int, num_batches: int) -> Dict[str, float]:
-    """The point of the finer history between two cumulative marks (batch, loss, correct, n, lr)."""
-    images = mark[3] - before[3]
-    return {'epoch': epoch - 1 + mark[0] / num_batches, 'loss': (mark[1] - before[1]) / images,
-            'train_acc': (mark[2] - before[2]) / images, 'lr': mark[4]}
-
-
-def _points(cumulative: List[Tuple[int, float, float, int, float]], epoch: int,
-            num_batches: int) -> List[Dict[str, float]]:
-    """About POINTS_PER_EPOCH evenly spaced points of an epoch from its cumulative sums."""
-    step = max(1, len(cumulative) // POINTS_PER_EPOCH)
-    chosen = cumulative[step - 1::step]
-    if chosen[-1] is not cumulative[-1]:
-        chosen[-1] = cumulative[-1]
-    return [_point(mark, before, epoch, num_batches)
-            for before, mark in zip([_ORIGIN] + chosen, chosen)]
+    def finish(self) -> Reading:
+        """Read the last batch and end the finer history; returns the epoch's totals."""
+        if self.queued is None:
+            raise ValueError('train got an empty training iterator')
+        self._read(*self.queued)
+        last = self.readings[-1]
+        if not self.num_batches:  # now known: the points, by the same rule
+            every = points_every(last.batch)
+            for reading in self.readings:
+                if reading.batch % every == 0:
+                    self._add_point(reading, last.batch, send=False)
+        if self.last_point is not last:
+            self._add_point(last, last.batch, send=bool(self.num_batches))
+        return last
 
 
 def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
@@ -254,30 +301,12 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
     ctxs = _as_list(ctx)
     model = as_static_graph(net) if hybridize else net
     total = getattr(train_iter, 'num_examples', None)
-    num_batches = _num_batches(train_iter)
+    num_batches = _num_batches(train_iter)  # None until an epoch has counted them
     history = []
     for epoch in range(start_epoch + 1, start_epoch + num_epochs + 1):
-        # Until the number of batches is known (after one epoch), a point per batch.
-        every = max(1, round(num_batches / POINTS_PER_EPOCH)) if num_batches else 1
-        # With the number of batches known, each point is made (and sent) as it is read;
-        # else (the first epoch of an iterator without len) all at the epoch's end.
-        known, live = num_batches, []
-        sums = _Sums(ctxs)
-        marks: List[Tuple[int, tuple]] = []  # (batch, snapshot) not read yet
-        cumulative: List[tuple] = []  # (batch, loss, correct, n, lr)
-        batch, start, previous = 0, time.time(), None
+        meter = EpochMeter(ctxs, epoch, num_batches, on_point)
+        start = time.time()
         bar = _progress_bar(total, epoch, progress)
-
-        def read_marks(upto: int) -> None:
-            while marks and marks[0][0] <= upto:
-                mark_batch, snapshot = marks.pop(0)
-                cumulative.append((mark_batch, *_read(snapshot)))
-                _finite(cumulative[-1][1], epoch, mark_batch, trainer)
-                if known:
-                    before = cumulative[-2] if len(cumulative) > 1 else _ORIGIN
-                    live.append(_point(cumulative[-1], before, epoch, known))
-                    if on_point is not None:
-                        on_point(live[-1])
         try:
             for batch, (X, y) in enumerate(train_iter, 1):
                 Xs, ys = split_batch(X, y, ctxs)
@@ -287,34 +316,20 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
                 for l in losses:
                     l.backward()
                 trainer.step(X.shape[0])
-                sums.add(losses, y_hats, ys, X.shape[0])
-                # Wait for the previous batch only: one batch stays queued behind the
-                # running one, so the engine never idles and memory stays bounded; its
-                # loss sum, ready by then, is checked for free, and so are the points.
-                if previous is not None:
-                    _finite(sum(s.asscalar() for s in previous), epoch, batch - 1, trainer)
-                    read_marks(batch - 1)
-                previous = list(sums.loss)
-                if batch % every == 0:
-                    marks.append((batch, sums.snapshot(trainer.learning_rate)))
+                meter.add(batch, losses, y_hats, ys, trainer.learning_rate)
                 if bar is not None:
                     bar.update(X.shape[0])
         finally:
             if bar is not None:
                 bar.close()
-        if batch == 0:
-            raise ValueError('train got an empty training iterator')
-        if not marks or marks[-1][0] != batch:
-            marks.append((batch, sums.snapshot(trainer.learning_rate)))
-        read_marks(batch)
-        num_batches = batch
-        points = live if known else _points(cumulative, epoch, num_batches)
-        _, loss_sum, correct, n, _ = cumulative[-1]
+        sums = meter.finish()
+        num_batches = sums.batch
         train_time = time.time() - start
         test_acc = math.nan if test_iter is None else evaluate_accuracy(test_iter, model, ctxs)
-        stats = {'epoch': epoch, 'loss': loss_sum / n, 'train_acc': correct / n,
-                 'test_acc': test_acc, 'time': time.time() - start,
-                 'images_per_sec': n / train_time, 'points': points}
+        stats = {'epoch': epoch, 'loss': sums.loss / sums.images,
+                 'train_acc': sums.correct / sums.images, 'test_acc': test_acc,
+                 'time': time.time() - start, 'images_per_sec': sums.images / train_time,
+                 'points': meter.points}
         print('epoch %d, loss %.4f, train acc %.3f, test acc %.3f, time %.1f sec'
               % (epoch, stats['loss'], stats['train_acc'], stats['test_acc'], stats['time']))
         history.append(stats)
