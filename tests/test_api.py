@@ -1,4 +1,5 @@
 """The package's public names: the chapter's (as gluonbook spells them) plus the README's extras."""
+import glob
 import inspect
 import os
 import re
@@ -34,3 +35,13 @@ def test_chapter_names_take_gluonbooks_arguments(name):
     # anything we add comes after, with a default or keyword-only.
     assert [p.name for p in ours[:len(theirs)]] == [p.name for p in theirs]
     assert all(p.default is not p.empty or p.kind == p.KEYWORD_ONLY for p in ours[len(theirs):])
+
+
+def test_every_module_of_the_package_is_in_the_readmes_module_table():
+    with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+        text = f.read()
+    table = text.split('\n## What the package holds\n', 1)[1].split('\n## ', 1)[0]
+    listed = re.findall(r'^\| `(vgg/\w+\.py)` \|', table, re.M)
+    modules = sorted(os.path.relpath(path, REPO)
+                     for path in glob.glob(os.path.join(REPO, 'vgg', '*.py')))
+    assert sorted(listed) == modules
