@@ -1,4 +1,40 @@
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# One line that site.py runs at every start-up of the environment's Python: it
+# makes `import mxnet` apply vgg_mxnet_compat first, also in programs that never
+# import vgg.  Its name sorts after setuptools' __editable__.*.pth, whose finder
+# an editable install needs to import vgg_mxnet_compat.
+PTH_NAME = 'vgg_mxnet_compat.pth'
+PTH_LINE = 'import vgg_mxnet_compat; vgg_mxnet_compat.install_import_hook()\n'
+
+
+class BuildPyWithPth(build_py):
+    """build_py that also writes PTH_NAME to the top of site-packages.
+
+    A wheel installs build_lib's top level into site-packages.  An editable
+    wheel (setuptools >= 64, PEP 660) leaves build_lib out, and its
+    site-packages files are the unpacked wheel, which setuptools passes to the
+    build as the install command's install_lib.
+    """
+
+    def _pth_path(self) -> str:
+        if getattr(self, 'editable_mode', False):
+            return os.path.join(self.get_finalized_command('install').install_lib, PTH_NAME)
+        return os.path.join(self.build_lib, PTH_NAME)
+
+    def run(self) -> None:
+        super().run()
+        path = self._pth_path()
+        self.mkpath(os.path.dirname(path))
+        with open(path, 'w', encoding='ascii') as f:
+            f.write(PTH_LINE)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        return super().get_outputs(include_bytecode) + [self._pth_path()]
+
 
 setup(
     name='vgg',
@@ -7,12 +43,18 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['vgg', 'vgg.*']),
+    # Top level, not vgg._compat: the start-up hook must import it without
+    # vgg/__init__.py, which imports MXNet.
+    py_modules=['vgg_mxnet_compat'],
+    cmdclass={'build_py': BuildPyWithPth},
     python_requires='>=3.8',
     # No MXNet requirement here: the CPU wheel is `mxnet`, the GPU wheels are
     # `mxnet-cu1xx`, and pip cannot tell which one a user has.  requirements.txt
     # installs the CPU wheel; GPU users install their wheel instead.
     install_requires=[
-        'numpy>=1.16,<1.24',  # MXNet 1.9.1 still uses np.bool, removed in numpy 1.24
+        # Any numpy the running Python installs: vgg_mxnet_compat restores what MXNet
+        # 1.9.1 reads that newer numpy removed.  requirements-base.txt pins one per Python.
+        'numpy>=1.16',
         'gluonbook==0.8.10',
         'matplotlib>=3.3',
         'tqdm>=4.60',

@@ -12,6 +12,11 @@ if 'OMP_NUM_THREADS' not in _os.environ:
                        'import vgg first or set OMP_NUM_THREADS', RuntimeWarning, stacklevel=2)
     _os.environ['OMP_NUM_THREADS'] = str(_os.cpu_count() or 1)
 
+# Also before MXNet is imported: the numpy names MXNet 1.9.1 reads that newer numpy
+# removed (Python 3.12 and 3.13; docs/python.md).
+import vgg_mxnet_compat as _compat  # noqa: E402
+_compat.apply()
+
 from .config import RunConfig  # noqa: E402
 from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E402
                    load_data_fashion_mnist)
