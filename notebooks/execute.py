@@ -28,7 +28,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from vgg.runs import write_text
+from vgg.base import write_text
 
 
 class Stopped(Exception):

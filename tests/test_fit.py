@@ -11,9 +11,10 @@ from mxnet import gluon, init, nd
 
 import vgg
 from helpers import REPO, make_run
+from vgg.base import allocation_failure
 from vgg.config import RunConfig
 from vgg.fit import Interrupted, OutOfMemory, fit, load_net
-from vgg.runs import Run, allocation_failure
+from vgg.runs import Run
 
 # Quick settings on the 96 + 40 synthetic images of the fashion_dir fixture.
 QUICK = {'resize': 32, 'ratio': 16, 'batch_size': 8, 'epochs': 1, 'seed': 0}

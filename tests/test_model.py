@@ -117,9 +117,12 @@ def test_bad_conv_arch_is_a_clear_error(conv_arch):
         vgg(conv_arch, 10)
 
 
-@pytest.mark.parametrize('args', [(0, 4), (1, -2), (2.0, 4)])
-def test_bad_block_arguments(args):
-    with pytest.raises(ValueError, match='positive integer'):
+@pytest.mark.parametrize('args,message', [
+    ((0, 4), '^num_convs must be positive, got 0$'),
+    ((1, -2), '^num_channels must be positive, got -2$'),
+    ((2.0, 4), r'^num_convs must be an integer, got 2\.0$')])
+def test_bad_block_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
         vgg_block(*args)
 
 

@@ -17,8 +17,9 @@ from mxnet import gluon, nd
 
 import vgg
 from helpers import QUICK, REPO, make_run, run_cli, small_cnn, start_cli, write_dataset
+from vgg.base import atomic_write
 from vgg.config import RunConfig
-from vgg.runs import Run, atomic_write
+from vgg.runs import Run
 
 EPOCH = re.compile(r'epoch (\d+), loss \d+\.\d{4}')
 

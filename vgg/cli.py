@@ -18,18 +18,18 @@ import matplotlib
 import mxnet as mx
 import numpy as np
 
-from .config import RunConfig, check_positive
+from .base import allocation_failure, check_positive
+from .config import SCHEDULES, RunConfig
 from .data import NUM_CLASSES, TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES
 from .export import export_onnx, export_symbol
 from .fit import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
 from .launcher import launch, read_hosts
-from .config import SCHEDULES
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import LiveCurves, plot_confusion, save_figure
 from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
-from .runs import CONFUSION, EXPORT, Run, allocation_failure
+from .runs import CONFUSION, EXPORT, Run
 from .summary import summary
 
 DEFAULTS = RunConfig()

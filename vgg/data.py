@@ -28,6 +28,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
+from .base import check_positive, file_digest
+
 TEXT_LABELS = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat',
                'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot']
 
@@ -102,15 +104,6 @@ def find_files(root: Optional[str] = None) -> Optional[Dict[str, str]]:
         if all(paths.values()):
             return paths
     return None
-
-
-def file_digest(path: str, algorithm: str) -> str:
-    """The hex digest of a file (md5, sha1, sha256, ...), read in 1 MB chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_bytes(path: str) -> bytes:
@@ -456,11 +449,9 @@ class FashionMNISTIter:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
                  resize: Optional[int] = None, shuffle: bool = False,
                  ctx: Optional[mx.Context] = None, seed: Optional[int] = None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
-                                   or resize < 1):
-            raise ValueError(f'resize must be a positive integer or None, got {resize!r}')
+        check_positive('batch_size', batch_size, int)
+        if resize is not None:
+            check_positive('resize', resize, int)
         self.images, self.labels = images, labels
         self.batch_size, self.resize, self.shuffle = batch_size, resize, shuffle
         self.ctx = ctx or mx.cpu()
@@ -508,8 +499,7 @@ def shard(array: np.ndarray, num_parts: int, part_index: int) -> np.ndarray:
     ValueError
         If ``part_index`` is not in ``0 .. num_parts - 1``.
     """
-    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
-        raise ValueError(f'num_parts must be a positive integer, got {num_parts!r}')
+    check_positive('num_parts', num_parts, int)
     if isinstance(part_index, bool) or not isinstance(part_index, int) \
             or not 0 <= part_index < num_parts:
         raise ValueError(f'part_index must be in 0..{num_parts - 1}, got {part_index!r}')
@@ -554,9 +544,8 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
     paths = _locate_files(root, download, None)
     data_dir = os.path.dirname(paths[FILE_NAMES[0]])
     arrays = _read_arrays(paths)
-    if max_samples is not None and (isinstance(max_samples, bool)
-                                    or not isinstance(max_samples, int) or max_samples < 1):
-        raise ValueError(f'max_samples must be a positive integer or None, got {max_samples!r}')
+    if max_samples is not None:
+        check_positive('max_samples', max_samples, int)
     iters = []
     for split in ('train', 'test'):
         images, labels = (a[:max_samples] for a in arrays[split])

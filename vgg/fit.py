@@ -18,6 +18,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .base import allocation_failure
 from .config import RunConfig
 from .data import load_data_fashion_mnist
 from .devices import environment, parse_ctx, try_gpu
@@ -25,7 +26,7 @@ from .distributed import Worker, join, make_trainer, train_worker
 from .model import build_net
 from .optim import sgd_options
 from .plots import plot_history, save_figure
-from .runs import CURVES, Run, allocation_failure
+from .runs import CURVES, Run
 from .training import EpochStats
 from .transfer import init_from, load_model_zoo_weights
 

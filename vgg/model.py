@@ -13,6 +13,7 @@ import mxnet as mx
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
+from .base import check_positive
 from .data import NUM_CLASSES
 
 ConvArch = Tuple[Tuple[int, int], ...]
@@ -66,8 +67,8 @@ def vgg_block(num_convs: int, num_channels: int, batch_norm: bool = False) -> nn
     mxnet.gluon.nn.HybridSequential
         The block; it halves the height and width of its input.
     """
-    _check_positive_int('num_convs', num_convs)
-    _check_positive_int('num_channels', num_channels)
+    check_positive('num_convs', num_convs, int)
+    check_positive('num_channels', num_channels, int)
     blk = _Sequential()
     for _ in range(num_convs):
         if batch_norm:
@@ -101,7 +102,7 @@ def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10,
         The uninitialised network; iterating over it yields its blocks and layers.
     """
     conv_arch = check_conv_arch(conv_arch)
-    _check_positive_int('num_outputs', num_outputs)
+    check_positive('num_outputs', num_outputs, int)
     net = _Sequential()
     for num_convs, num_channels in conv_arch:
         net.add(vgg_block(num_convs, num_channels, batch_norm))
@@ -127,7 +128,7 @@ def alexnet(num_outputs: int = 10) -> nn.HybridSequential:
     mxnet.gluon.nn.HybridSequential
         The uninitialised network.
     """
-    _check_positive_int('num_outputs', num_outputs)
+    check_positive('num_outputs', num_outputs, int)
     net = _Sequential()
     net.add(nn.Conv2D(96, kernel_size=11, strides=4, activation='relu'),
             nn.MaxPool2D(pool_size=3, strides=2),
@@ -164,8 +165,7 @@ def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
         If ``ratio`` is not positive or leaves a block with zero channels.
     """
     conv_arch = check_conv_arch(conv_arch)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        raise ValueError(f'ratio must be a positive number, got {ratio!r}')
+    check_positive('ratio', ratio)
     narrowed = tuple((num_convs, int(num_channels / ratio)) for num_convs, num_channels in conv_arch)
     if any(num_channels == 0 for _, num_channels in narrowed):
         smallest = min(num_channels for _, num_channels in conv_arch)
@@ -205,14 +205,9 @@ def check_conv_arch(conv_arch: Sequence[Tuple[int, int]]) -> ConvArch:
     if not pairs:
         raise ValueError('conv_arch must hold at least one (num_convs, num_channels) pair')
     for num_convs, num_channels in pairs:
-        _check_positive_int('num_convs', num_convs)
-        _check_positive_int('num_channels', num_channels)
+        check_positive('num_convs', num_convs, int)
+        check_positive('num_channels', num_channels, int)
     return pairs
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
 
 
 def check_resize(conv_arch: Sequence, resize: int) -> None:

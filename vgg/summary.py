@@ -8,7 +8,6 @@ as :func:`vgg.vgg` or the book's AlexNet.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -16,6 +15,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 from mxnet.gluon import Block, nn
+
+from .base import check_positive, mxnet_message
 
 __all__ = ['LayerRow', 'Summary', 'summary']
 
@@ -235,14 +236,6 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
         param_bytes=sum(_size(p.shape) * _itemsize(p.dtype) for p in unique))
 
 
-def mxnet_message(err: Exception) -> str:
-    """An MXNet error in one line: its last, without the C++ trace, time and source location."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    last = lines[-1] if lines else type(err).__name__
-    last = re.sub(r'^MXNetError: ', '', last)
-    return re.sub(r'\[[\d:]+\] \S+:\d+: ', '', last)
-
-
 def _leaves(block: Block) -> Iterator[Block]:
     # HybridSequential is not a subclass of Sequential in MXNet 1.x, hence both.
     if isinstance(block, (nn.Sequential, nn.HybridSequential)):
@@ -294,10 +287,10 @@ def _check_shape(shape: Sequence[int]) -> Tuple[int, ...]:
     except TypeError:
         raise ValueError(f'input_shape must be a sequence of positive integers, '
                          f'got {shape!r}') from None
-    if not dims or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                       for d in dims):
-        raise ValueError(f'input_shape must be a non-empty sequence of positive integers, '
-                         f'got {shape!r}')
+    if not dims:
+        raise ValueError('input_shape must hold at least one dimension')
+    for index, dim in enumerate(dims):
+        check_positive(f'input_shape[{index}]', dim, (int, np.integer))
     return tuple(int(d) for d in dims)
 
 
