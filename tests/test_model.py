@@ -7,8 +7,8 @@ from mxnet import nd
 from mxnet.gluon import nn
 
 from vgg.model import (ARCH_NAMES, CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, build_net,
-                       check_conv_arch, check_resize, conv_arch_by_name, min_input_size, narrow,
-                       parse_arch, vgg, vgg_block)
+                       check_conv_arch, check_resize, conv_arch_by_name, layers, min_input_size,
+                       narrow, parse_arch, vgg, vgg_block)
 
 
 def count_params(net, input_shape):
@@ -249,3 +249,19 @@ def test_the_batch_counts_towards_the_limit():
     from vgg.config import RunConfig
     with pytest.raises(ValueError, match="block 1's output would hold"):
         RunConfig(ratio=0.25, batch_size=4096)
+
+
+def test_layers_go_through_nested_sequentials_but_not_into_other_blocks():
+    class Residual(nn.HybridSequential):
+        def hybrid_forward(self, F, x):
+            return x + super().hybrid_forward(F, x)
+
+    inner, residual, outer = nn.HybridSequential(), Residual(), nn.Sequential()
+    dense, conv, pool, flat = nn.Dense(2), nn.Conv2D(2, 1), nn.MaxPool2D(), nn.Flatten()
+    inner.add(conv, pool)
+    residual.add(nn.Dense(3))
+    outer.add(inner, residual, flat)
+    net = nn.Sequential()
+    net.add(outer, dense)
+    assert layers(net) == [conv, pool, residual, flat, dense]
+    assert layers(dense) == [dense]

@@ -28,7 +28,8 @@ from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net, 
                     narrow, vgg, vgg_block)
 from .plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  # noqa: E402
                     show_predictions)
-from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
+from .predict import (confusion_matrix, per_class_accuracy, predict_probabilities,  # noqa: E402
+                      read_image)
 from .runs import Run  # noqa: E402
 from .summary import Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
@@ -46,5 +47,6 @@ __all__ = CHAPTER_API + [
     'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
     'summary', 'Summary', 'measure_step', 'plot_history', 'plot_histories', 'LiveCurves',
     'show_predictions', 'plot_confusion',
-    'predict_probabilities', 'read_image', 'confusion_matrix', 'export_symbol', 'export_onnx',
+    'predict_probabilities', 'read_image', 'confusion_matrix', 'per_class_accuracy',
+    'export_symbol', 'export_onnx',
     'launch']

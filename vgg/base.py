@@ -1,4 +1,4 @@
-"""Checks, file writes and MXNet error text that every module of the package shares.
+"""Checks, file writes, MXNet error text and facts that every module of the package shares.
 
 This module imports nothing from ``vgg``, so every other module may import it
 (``config`` imports ``model``, which therefore cannot import ``config``).
@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 from typing import Any, Callable, Optional, Tuple, Type, Union
 
 import mxnet as mx
@@ -17,6 +18,8 @@ import numpy as np
 # MXNet hands settings such as the learning rate to its kernels as float32.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 Number = Union[int, float]
+# Fashion-MNIST's classes: the labels of the data and the outputs of a network by default.
+NUM_CLASSES = 10
 # The suffix of atomic_write's temporary files, which a run's writer sweeps up after a crash.
 TEMP_SUFFIX = '.tmp'
 # What MXNet says when an allocation fails (its CPU storage, mshadow's AlignedMallocPitch,
@@ -143,6 +146,15 @@ def write_text(path: str, text: str) -> None:
         with open(tmp, 'w', encoding='utf-8') as f:
             f.write(text)
     atomic_write(path, write)
+
+
+def in_jupyter() -> bool:
+    """Whether this code runs in a Jupyter kernel (live, or executed headless by nbclient)."""
+    zmqshell = sys.modules.get('ipykernel.zmqshell')  # loaded by every Jupyter kernel
+    if zmqshell is None:
+        return False
+    # Subclasses count too (Google Colab's shell is one).
+    return isinstance(sys.modules['IPython'].get_ipython(), zmqshell.ZMQInteractiveShell)
 
 
 def file_digest(path: str, algorithm: str) -> str:

@@ -28,7 +28,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from .base import check_positive, file_digest
+from .base import NUM_CLASSES, check_positive, file_digest
 
 TEXT_LABELS = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat',
                'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot']
@@ -64,7 +64,6 @@ LOCK_POLL = 0.2  # seconds between tries for a file that another process is down
 MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
-NUM_CLASSES = len(TEXT_LABELS)
 
 
 class DataError(ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import random
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -21,7 +21,7 @@ from mxnet import gluon
 from .base import allocation_failure
 from .config import RunConfig
 from .data import load_data_fashion_mnist
-from .devices import environment, parse_ctx, try_gpu
+from .devices import CtxSpec, as_contexts, environment
 from .distributed import Worker, join, make_trainer, train_worker
 from .model import build_net
 from .optim import sgd_options
@@ -29,8 +29,6 @@ from .plots import plot_history, save_figure
 from .runs import CURVES, Run
 from .training import EpochStats
 from .transfer import init_from, load_model_zoo_weights
-
-CtxSpec = Union[None, str, mx.Context, Sequence[mx.Context]]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -99,22 +97,6 @@ def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def contexts(ctx: CtxSpec = None) -> List[mx.Context]:
-    """``ctx`` as a list of contexts: None is :func:`vgg.try_gpu`, a string goes through
-    :func:`vgg.parse_ctx` ('cpu', 'gpu:0,1', ...)."""
-    if ctx is None:
-        return [try_gpu()]
-    if isinstance(ctx, str):
-        return parse_ctx(ctx)
-    if isinstance(ctx, mx.Context):
-        return [ctx]
-    ctxs = list(ctx) if isinstance(ctx, (list, tuple)) else []
-    if not ctxs or not all(isinstance(c, mx.Context) for c in ctxs):
-        raise ValueError(f'ctx must be a context, a list of contexts or a spec such as '
-                         f"'cpu' or 'gpu:0,1', got {ctx!r}")
-    return ctxs
 
 
 def _config(config: Union[None, RunConfig, Mapping[str, Any]], run: Optional[Run],
@@ -194,7 +176,7 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     if resume and run is None:
         raise ValueError('resume needs out, the run directory to continue')
     config = _config(config, run, resume)
-    ctxs = contexts(ctx)
+    ctxs = as_contexts(ctx, default='auto')
     worker = join(kvstore)
     # Rank policy: worker 0 writes the run directory and prints; the other workers
     # of a job read it only to resume (its checkpoint and configuration).
@@ -221,9 +203,8 @@ def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], wor
                on_point: Optional[Callable[[dict], None]]) -> List[EpochStats]:
     """The body of :func:`fit`, once the run directory (if this process writes it) is held."""
     done = len(run.history()) if resume else 0
-    if resume and config.epochs < done:
-        raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already done '
-                         f'in {run.path}')
+    if resume:
+        run.check_epochs(config.epochs, done)
     if done >= config.epochs:
         if writer is not None:
             print(f'{run.path}: all {config.epochs} epochs are done; give more epochs '
@@ -342,7 +323,7 @@ def load_net(run_dir: str, ctx: CtxSpec = None) -> gluon.HybridBlock:
 def load_net_epoch(run_dir: str, ctx: CtxSpec = None) -> Tuple[gluon.HybridBlock, int]:
     """:func:`load_net`'s network and the epoch it was saved after (a run that is training
     may have saved more by the time it is used)."""
-    run, ctxs = Run(run_dir), contexts(ctx)
+    run, ctxs = Run(run_dir), as_contexts(ctx, default='auto')
     config = run.config()
     # Every Gluon block is in a reference cycle (with its name scope), so a network the
     # caller dropped keeps its parameters until Python's cycle collector runs, and it runs

@@ -13,8 +13,7 @@ import mxnet as mx
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from .base import check_positive
-from .data import NUM_CLASSES
+from .base import NUM_CLASSES, check_positive
 
 ConvArch = Tuple[Tuple[int, int], ...]
 
@@ -34,7 +33,7 @@ ARCH_NAMES = tuple(CONV_ARCHS) + tuple(name + BN_SUFFIX for name in CONV_ARCHS)
 INITS = {'xavier': lambda: init.Xavier(),
          'msra': lambda: init.MSRAPrelu(factor_type='in', slope=0.0)}
 
-CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are data.NUM_CLASSES
+CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are base.NUM_CLASSES
 
 
 class _Sequential(nn.HybridSequential):
@@ -172,6 +171,28 @@ def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
         raise ValueError(f'ratio {ratio} leaves a block with 0 channels; '
                          f'use a ratio of at most {smallest} for this architecture')
     return narrowed
+
+
+def layers(net: gluon.Block) -> List[gluon.Block]:
+    """The layers of ``net`` in the order they run, through nested Sequentials.
+
+    An ``nn.Sequential`` or ``nn.HybridSequential`` (subclasses included) that
+    only runs its children in order is replaced by its children, recursively;
+    every other block is one layer.  A list rather than the blocks themselves:
+    the same layers, so running them in turn is running ``net``.
+    """
+    if _runs_children_in_order(net):
+        return [leaf for index in range(len(net)) for leaf in layers(net[index])]
+    return [net]
+
+
+def _runs_children_in_order(block: gluon.Block) -> bool:
+    # HybridSequential is not a subclass of Sequential in MXNet 1.x, hence both; a
+    # subclass that overrides forward (a residual block, say) is a layer of its own.
+    return ((isinstance(block, nn.Sequential) and type(block).forward is nn.Sequential.forward)
+            or (isinstance(block, nn.HybridSequential)
+                and type(block).hybrid_forward is nn.HybridSequential.hybrid_forward
+                and type(block).forward is nn.HybridSequential.forward))
 
 
 def parse_arch(name: str) -> Tuple[ConvArch, bool]:

@@ -272,13 +272,22 @@ class Run:
 
     def update_config(self, config: RunConfig) -> None:
         """Replace the run's settings (those a resume may change), keeping the rest of the record."""
-        done = len(self.history())
-        if config.epochs < done:
-            raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already '
-                             f'done in {self.path}')
+        self.check_epochs(config.epochs, len(self.history()))
         record = self._read_config()
         record.update(config.to_dict())
         self._write_config(record)
+
+    def check_epochs(self, epochs: int, done: int) -> None:
+        """Refuse to end the run after ``epochs`` when ``done`` epochs of it are finished.
+
+        Raises
+        ------
+        ValueError
+            If ``epochs`` is fewer than ``done``.
+        """
+        if epochs < done:
+            raise ValueError(f'epochs {epochs} is fewer than the {done} epochs already done '
+                             f'in {self.path}')
 
     def history(self) -> List[Dict[str, float]]:
         """The completed epochs' statistics, in order.

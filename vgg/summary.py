@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -17,6 +17,7 @@ from mxnet import autograd, nd
 from mxnet.gluon import Block, nn
 
 from .base import check_positive, mxnet_message
+from .model import layers
 
 __all__ = ['LayerRow', 'Summary', 'summary']
 
@@ -201,7 +202,7 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
     seen_params: Dict[int, mx.gluon.Parameter] = {}
     x = nd.zeros(input_shape, ctx=ctx, dtype='float32')
     with autograd.pause():
-        for layer in _leaves(net):
+        for layer in layers(net):
             in_shape = x.shape
             try:
                 x = layer(x)
@@ -234,15 +235,6 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
         total_macs=sum(row.macs for row in rows),
         total_activation_bytes=sum(row.activation_bytes for row in rows),
         param_bytes=sum(_size(p.shape) * _itemsize(p.dtype) for p in unique))
-
-
-def _leaves(block: Block) -> Iterator[Block]:
-    # HybridSequential is not a subclass of Sequential in MXNet 1.x, hence both.
-    if isinstance(block, (nn.Sequential, nn.HybridSequential)):
-        for index in range(len(block)):
-            yield from _leaves(block[index])
-    else:
-        yield block
 
 
 def _macs(layer: Block, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> int:
