@@ -73,7 +73,7 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
     import mxnet as mx
     from mxnet import gluon, init
     from vgg.data import load_arrays
-    from vgg.summary import summary
+    from vgg.summaries import summary
     from chapter_pipeline import quiet_stdout
 
     arrays = load_arrays(data_dir, download=False)

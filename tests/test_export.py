@@ -10,7 +10,7 @@ from mxnet import gluon, nd
 
 from helpers import make_run, run_cli
 from vgg.export import _onnx_modules
-from vgg.fit import load_net
+from vgg.experiment import load_net
 
 
 @pytest.fixture(scope='module')

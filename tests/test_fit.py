@@ -1,4 +1,4 @@
-"""vgg.fit: a whole run from a config, its run directory record, resume, force, Ctrl-C."""
+"""vgg.fit (in vgg/experiment.py): a whole run from a config, its run directory, resume, Ctrl-C."""
 import json
 import os
 import subprocess
@@ -13,7 +13,7 @@ import vgg
 from helpers import REPO, make_run
 from vgg.base import allocation_failure
 from vgg.config import RunConfig
-from vgg.fit import Interrupted, OutOfMemory, fit, load_net
+from vgg.experiment import Interrupted, OutOfMemory, fit, load_net
 from vgg.runs import Run
 
 # Quick settings on the 96 + 40 synthetic images of the fashion_dir fixture.

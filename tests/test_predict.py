@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers import QUICK, REPO, run_cli, synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
-from vgg.fit import load_net
+from vgg.experiment import load_net
 from vgg.model import build_net
 from vgg.predict import (confusion_matrix, per_class_accuracy, predict_probabilities, read_image,
                          top_classes)

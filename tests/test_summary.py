@@ -1,4 +1,4 @@
-"""Tests of vgg.summary against hand-computed parameter, MAC and memory counts."""
+"""vgg.summary (vgg/summaries.py) against hand-computed parameter, MAC and memory counts."""
 import json
 import os
 import re
@@ -11,7 +11,7 @@ import pytest
 from mxnet.gluon import nn
 
 from vgg.model import VGG11, narrow, vgg, vgg_block
-from vgg.summary import measure_step, summary
+from vgg.summaries import measure_step, summary
 
 FLOAT32 = 4
 # Where measure_step can measure a CPU step's peak memory: Linux, whose peak-RSS mark it resets.
@@ -219,7 +219,7 @@ PEAK_SCRIPT = """
 import json
 import vgg
 from vgg.model import VGG11, narrow, vgg as vgg_net
-from vgg.summary import measure_step, summary
+from vgg.summaries import measure_step, summary
 measured = []
 for batch in (2, 16):
     net = vgg_net(narrow(VGG11, 16), 10)

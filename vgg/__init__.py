@@ -22,7 +22,7 @@ from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E4
                    load_data_fashion_mnist)
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
 from .export import export_onnx, export_symbol  # noqa: E402
-from .fit import fit, load_net  # noqa: E402
+from .experiment import Interrupted, OutOfMemory, fit, load_net  # noqa: E402
 from .launcher import launch  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net,  # noqa: E402
                     narrow, vgg, vgg_block)
@@ -31,7 +31,7 @@ from .plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  #
 from .predict import (confusion_matrix, per_class_accuracy, predict_probabilities,  # noqa: E402
                       read_image)
 from .runs import Run  # noqa: E402
-from .summary import Summary, measure_step, summary  # noqa: E402
+from .summaries import Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 from .transfer import from_model_zoo, init_from  # noqa: E402
 
@@ -44,7 +44,8 @@ CHAPTER_API = ['vgg_block', 'vgg', 'try_gpu', 'try_all_gpus', 'load_data_fashion
 __all__ = CHAPTER_API + [
     'VGG11', 'VGG13', 'VGG16', 'VGG19', 'CONV_ARCHS', 'narrow', 'alexnet', 'build_net',
     'init_from', 'from_model_zoo',
-    'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
+    'RunConfig', 'fit', 'Interrupted', 'OutOfMemory', 'load_net', 'Run', 'parse_ctx',
+    'TEXT_LABELS', 'DataError',
     'summary', 'Summary', 'measure_step', 'plot_history', 'plot_histories', 'LiveCurves',
     'show_predictions', 'plot_confusion',
     'predict_probabilities', 'read_image', 'confusion_matrix', 'per_class_accuracy',

@@ -24,14 +24,14 @@ from .data import TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES
 from .export import export_onnx, export_symbol
-from .fit import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
+from .experiment import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
 from .launcher import launch, read_hosts
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import LiveCurves, plot_confusion, save_figure
 from .predict import (confusion_matrix, per_class_accuracy, predict_probabilities, read_image,
                       top_classes)
 from .runs import CONFUSION, EXPORT, Run
-from .summary import summary
+from .summaries import summary
 
 DEFAULTS = RunConfig()
 # What to lower when a command other than train runs out of memory.
