@@ -23,7 +23,8 @@ class RunConfig:
     Attributes
     ----------
     arch : str
-        'vgg11', 'vgg13', 'vgg16' or 'vgg19'.
+        'vgg11', 'vgg13', 'vgg16' or 'vgg19', or one of them with '_bn' (batch
+        normalisation after every convolution): :data:`vgg.model.ARCH_NAMES`.
     ratio : float
         Every block's channel count is divided by it.
     resize : int

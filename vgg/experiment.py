@@ -3,9 +3,11 @@ workers of a distributed job all call.
 
 :func:`fit` seeds, loads the data, builds the network and its trainer,
 restores a run it resumes, trains with :func:`vgg.train`, and saves every
-epoch into a run directory (:class:`vgg.Run`).  In a distributed job the
-rank policy lives here, in one place: worker 0 alone writes the run
-directory and prints; the other workers only read it to resume.
+epoch into a run directory (:class:`vgg.Run`).  In a distributed job
+worker 0 alone writes the run directory and says what it does (here), and
+alone tests the network, prints the epoch lines and reports each epoch
+(:func:`vgg.distributed.train_worker`); the other workers only read the run
+directory to resume.
 """
 from __future__ import annotations
 
@@ -179,8 +181,9 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     config = _config(config, run, resume)
     ctxs = as_contexts(ctx, default='auto')
     worker = join(kvstore)
-    # Rank policy: worker 0 writes the run directory and prints; the other workers
-    # of a job read it only to resume (its checkpoint and configuration).
+    # Worker 0 writes the run directory and prints what it does with it; the other
+    # workers of a job read it only to resume (its checkpoint and configuration).
+    # What each worker does within an epoch is train_worker's.
     writer = run if worker.rank == 0 else None
     state = _RunState(config, run, writer, worker, ctxs, resume, force)
     try:
