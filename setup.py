@@ -55,7 +55,6 @@ setup(
         # Any numpy the running Python installs: vgg_mxnet_compat restores what MXNet
         # 1.9.1 reads that newer numpy removed.  requirements-base.txt pins one per Python.
         'numpy>=1.16',
-        'gluonbook==0.8.10',
         'matplotlib>=3.3',
         'tqdm>=4.60',
         'Pillow>=9.1',
@@ -64,8 +63,10 @@ setup(
         'notebooks': ['nbclient>=0.7', 'nbformat>=5.7', 'ipykernel>=6', 'jupytext==1.19.6'],
         # MXNet 1.9.1's ONNX exporter imports onnx.mapping, which onnx 1.19 removed.
         'onnx': ['onnx>=1.13,<1.19', 'onnxruntime'],
-        'test': ['pytest>=7', 'nbclient>=0.7', 'nbformat>=5.7', 'nbconvert>=7', 'ipykernel>=6',
-                 'jupytext==1.19.6', 'onnx>=1.13,<1.19', 'onnxruntime'],
+        # gluonbook: the chapter's own code, which the tests and benchmarks compare against.
+        'test': ['pytest>=7', 'gluonbook==0.8.10', 'nbclient>=0.7', 'nbformat>=5.7',
+                 'nbconvert>=7', 'ipykernel>=6', 'jupytext==1.19.6', 'onnx>=1.13,<1.19',
+                 'onnxruntime'],
     },
     entry_points={'console_scripts': ['vgg=vgg.cli:main']},
 )

@@ -280,6 +280,15 @@ def test_a_replaced_or_corrupted_checkpoint_is_refused_before_loading(fashion_di
         assert result.returncode == 2 and message in result.stderr
 
 
+def test_a_last_epoch_without_its_checksum_is_refused(fashion_dir, tmp_path):
+    run = make_run(tmp_path / 'run', done=1, data_dir=fashion_dir)
+    line = json.loads(open(run.file('metrics.jsonl')).read())
+    del line['checkpoint']
+    _edit_metrics(run, json.dumps(line) + '\n')
+    with pytest.raises(ValueError, match='records no checksum of the params checkpoint of epoch 1'):
+        vgg.load_net(run.path, ctx='cpu')
+
+
 def _edit_metrics(run, text):
     with open(run.file('metrics.jsonl'), 'w') as f:
         f.write(text)

@@ -145,7 +145,8 @@ def read_idx(path: str) -> np.ndarray:
         expected, offset, shape = 8 + count, 8, (count,)
     else:
         raise DataError(f'{path}: wrong magic number {magic} (expected {_IMAGE_MAGIC} for '
-                        f'images or {_LABEL_MAGIC} for labels); this is not a Fashion-MNIST IDX file')
+                        f'images or {_LABEL_MAGIC} for labels); this is not a Fashion-MNIST '
+                        'IDX file')
     if len(data) != expected:
         raise DataError(f'{path}: header says {count} items ({expected} bytes) '
                         f'but the data has {len(data)} bytes; the file is truncated or corrupt')
@@ -425,16 +426,6 @@ def _check_roles(paths: Dict[str, str]) -> None:
                 raise DataError(f'{path} is Fashion-MNIST\'s {other} (by its {algorithm}), '
                                 f'not {name}: the files are swapped or misnamed; give each '
                                 'its own name')
-
-
-def identify(path: str) -> str:
-    """Say where a data file comes from: 'official', 'mxnet-mirror' or 'unknown' (structure-checked)."""
-    name = os.path.basename(path)
-    if name in OFFICIAL_MD5 and file_digest(path, 'md5') == OFFICIAL_MD5[name]:
-        return 'official'
-    if name in MXNET_MIRROR_SHA1 and file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
-        return 'mxnet-mirror'
-    return 'unknown'
 
 
 class FashionMNISTIter:

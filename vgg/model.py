@@ -165,7 +165,8 @@ def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
     """
     conv_arch = check_conv_arch(conv_arch)
     check_positive('ratio', ratio)
-    narrowed = tuple((num_convs, int(num_channels / ratio)) for num_convs, num_channels in conv_arch)
+    narrowed = tuple((num_convs, int(num_channels / ratio))
+                     for num_convs, num_channels in conv_arch)
     if any(num_channels == 0 for _, num_channels in narrowed):
         smallest = min(num_channels for _, num_channels in conv_arch)
         raise ValueError(f'ratio {ratio} leaves a block with 0 channels; '
@@ -204,11 +205,6 @@ def parse_arch(name: str) -> Tuple[ConvArch, bool]:
     except (KeyError, AttributeError):
         raise ValueError(f'unknown architecture {name!r}; choose one of '
                          f'{", ".join(ARCH_NAMES)}') from None
-
-
-def conv_arch_by_name(name: str) -> ConvArch:
-    """The paper's configuration called ``name`` ('vgg11' ... 'vgg19'; a '_bn' suffix is allowed)."""
-    return parse_arch(name)[0]
 
 
 def min_input_size(conv_arch: Sequence[Tuple[int, int]]) -> int:
@@ -257,7 +253,8 @@ def check_sizes(conv_arch: Sequence[Tuple[int, int]], resize: int, num_outputs: 
         sizes.append((f'block {index}\'s output', batch_size * num_channels * side * side))
         side, in_channels = side // 2, num_channels
     features = conv_arch[-1][1] * side * side
-    sizes += [('the first dense weight', features * 4096), ('the output weight', 4096 * num_outputs)]
+    sizes += [('the first dense weight', features * 4096),
+              ('the output weight', 4096 * num_outputs)]
     for what, size in sizes:
         if size > MAX_ELEMENTS:
             raise ValueError(f'{what} would hold {size:,} elements, more than MXNet\'s limit of '

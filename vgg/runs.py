@@ -271,7 +271,8 @@ class Run:
         return data_dir
 
     def update_config(self, config: RunConfig) -> None:
-        """Replace the run's settings (those a resume may change), keeping the rest of the record."""
+        """Replace the run's settings (those a resume may change), keeping the rest of the
+        record."""
         self.check_epochs(config.epochs, len(self.history()))
         record = self._read_config()
         record.update(config.to_dict())
@@ -443,8 +444,11 @@ class Run:
             raise ValueError(f'checkpoint {path} is missing '
                              f'({METRICS} records epoch {epoch} as done)') from None
         fd_path = f'/dev/fd/{f.fileno()}'
-        expected = (line.get('checkpoint') or {}).get(kind)  # runs before 0.2 have none
-        if expected is not None and file_digest(fd_path, 'sha256') != expected:
+        expected = (line.get('checkpoint') or {}).get(kind)
+        if expected is None:  # save_epoch always records it: the line was edited
+            raise ValueError(f'{METRICS} records no checksum of the {kind} checkpoint of '
+                             f'epoch {epoch}, so {path} is not loaded')
+        if file_digest(fd_path, 'sha256') != expected:
             raise ValueError(f'checkpoint {path} is not the file epoch {epoch} saved (its '
                              f'SHA-256 differs from the one in {METRICS}): it was corrupted '
                              'or replaced, and is not loaded')

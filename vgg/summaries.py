@@ -7,7 +7,6 @@ as :func:`vgg.vgg` or the book's AlexNet.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -120,35 +119,6 @@ class Summary:
 
     def __str__(self) -> str:
         return self.to_text()
-
-    def to_dicts(self) -> List[Dict[str, Any]]:
-        """The rows as plain dicts of ints, strings and lists, ready for ``json.dumps``.
-
-        Returns
-        -------
-        list of dict
-            One dict per row with the keys of :class:`LayerRow`; ``output_shape``
-            is a list.
-        """
-        dicts = []
-        for row in self.rows:
-            entry = dataclasses.asdict(row)
-            entry['output_shape'] = list(row.output_shape)
-            dicts.append(entry)
-        return dicts
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The whole summary as one plain dict: ``input_shape``, ``rows`` and the totals.
-
-        Returns
-        -------
-        dict
-            JSON-serialisable; ``rows`` is :meth:`to_dicts`.
-        """
-        return {'input_shape': list(self.input_shape), 'rows': self.to_dicts(),
-                'total_params': self.total_params, 'total_macs': self.total_macs,
-                'total_activation_bytes': self.total_activation_bytes,
-                'param_bytes': self.param_bytes}
 
 
 def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = None) -> Summary:
