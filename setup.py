@@ -1,4 +1,5 @@
 import os
+import re
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -9,6 +10,14 @@ from setuptools.command.build_py import build_py
 # an editable install needs to import vgg_mxnet_compat.
 PTH_NAME = 'vgg_mxnet_compat.pth'
 PTH_LINE = 'import vgg_mxnet_compat; vgg_mxnet_compat.install_import_hook()\n'
+
+
+def read_version() -> str:
+    """``vgg.__version__``, the one version number, from the text of vgg/__init__.py
+    (importing vgg would import MXNet, which need not be installed yet)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vgg', '__init__.py')
+    with open(path, encoding='utf-8') as f:
+        return re.search(r"^__version__ = '([^']+)'$", f.read(), re.MULTILINE).group(1)
 
 
 class BuildPyWithPth(build_py):
@@ -38,7 +47,7 @@ class BuildPyWithPth(build_py):
 
 setup(
     name='vgg',
-    version='0.1.0',
+    version=read_version(),
     description='Companion library to the VGG chapter of the Gluon (MXNet) deep-learning book',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -9,8 +9,8 @@ import pytest
 from mxnet import gluon, nd
 
 from helpers import make_run, run_cli
-from vgg.export import _onnx_modules
 from vgg.experiment import load_net
+from vgg.export import _onnx_modules
 
 
 @pytest.fixture(scope='module')

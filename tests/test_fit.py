@@ -63,7 +63,8 @@ def test_run_record_holds_what_was_used(fashion_dir, tmp_path, monkeypatch, caps
 
 
 def without_checksums(history):
-    return [{k: v for k, v in h.items() if k != 'checkpoint'} for h in json.loads(json.dumps(history))]
+    return [{k: v for k, v in h.items() if k != 'checkpoint'}
+            for h in json.loads(json.dumps(history))]
 
 
 def test_resume_goes_on_where_the_run_stopped_and_records_the_session(fashion_dir, tmp_path,

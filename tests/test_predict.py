@@ -15,8 +15,13 @@ from helpers import QUICK, REPO, run_cli, synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
 from vgg.experiment import load_net
 from vgg.model import build_net
-from vgg.predict import (confusion_matrix, per_class_accuracy, predict_probabilities, read_image,
-                         top_classes)
+from vgg.predict import (
+    confusion_matrix,
+    per_class_accuracy,
+    predict_probabilities,
+    read_image,
+    top_classes,
+)
 from vgg.runs import Run
 from vgg.training import evaluate_accuracy
 

@@ -14,7 +14,7 @@ if 'OMP_NUM_THREADS' not in _os.environ:
 
 # Also before MXNet is imported: the numpy names MXNet 1.9.1 reads that newer numpy
 # removed (Python 3.12 and 3.13; docs/python.md).
-import vgg_mxnet_compat as _compat  # noqa: E402
+import vgg_mxnet_compat as _compat
 _compat.apply()
 
 from .config import RunConfig  # noqa: E402

@@ -23,13 +23,18 @@ from .config import SCHEDULES, RunConfig
 from .data import TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES
-from .export import export_onnx, export_symbol
 from .experiment import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
+from .export import export_onnx, export_symbol
 from .launcher import launch, read_hosts
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import LiveCurves, plot_confusion, save_figure
-from .predict import (confusion_matrix, per_class_accuracy, predict_probabilities, read_image,
-                      top_classes)
+from .predict import (
+    confusion_matrix,
+    per_class_accuracy,
+    predict_probabilities,
+    read_image,
+    top_classes,
+)
 from .runs import CONFUSION, EXPORT, Run
 from .summaries import summary
 

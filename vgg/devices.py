@@ -145,6 +145,7 @@ def environment(ctx: Sequence[mx.Context] = ()) -> Dict[str, Any]:
     the last bits of the results) depends on them.
     """
     import numpy
+
     from . import __version__
     return dict(ctx=[str(c) for c in ctx], **_cpu(),
                 omp_num_threads=os.environ.get('OMP_NUM_THREADS'),

@@ -55,7 +55,8 @@ def _total(sums: Iterable[nd.NDArray]) -> float:
     return sum(float(s.asscalar()) for s in sums)
 
 
-def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Contexts] = None) -> float:
+def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Contexts] = None
+                      ) -> float:
     """Fraction of correctly classified examples of ``data_iter`` (predict mode, no autograd)."""
     ctxs = as_contexts(ctx, default='cpu')
     correct = [nd.zeros((1,), ctx=c) for c in ctxs]
