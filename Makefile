@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data/fashion-mnist)
 export VGG_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/*.gz),$(SHARED_DATA),)
 
-.PHONY: train test benchmark notebook
+.PHONY: train lint test benchmark notebook
 # PYTHON=python3.12 or python3.13 works too (docs/python.md; remove .venv when switching):
 # requirements-nodeps.txt is MXNet for 3.13, which needs --no-deps, and nothing elsewhere.
 $(VENV)/.installed: requirements.txt requirements-base.txt requirements-nodeps.txt setup.py
@@ -22,7 +22,11 @@ $(VENV)/.installed: requirements.txt requirements-base.txt requirements-nodeps.t
 train: $(VENV)/.installed
 	$(PY) -m vgg train $(ARGS)
 
-test: $(VENV)/.installed
+# ruff.toml says what is checked; make test (and so CI) lints first.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check --no-cache .
+
+test: lint
 	$(PY) -m pytest -q $(ARGS)
 
 benchmark: $(VENV)/.installed

@@ -1,4 +1,5 @@
 import os
+import re
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -9,6 +10,14 @@ from setuptools.command.build_py import build_py
 # an editable install needs to import vgg_mxnet_compat.
 PTH_NAME = 'vgg_mxnet_compat.pth'
 PTH_LINE = 'import vgg_mxnet_compat; vgg_mxnet_compat.install_import_hook()\n'
+
+
+def read_version() -> str:
+    """``vgg.__version__``, the one version number, from the text of vgg/__init__.py
+    (importing vgg would import MXNet, which need not be installed yet)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'vgg', '__init__.py')
+    with open(path, encoding='utf-8') as f:
+        return re.search(r"^__version__ = '([^']+)'$", f.read(), re.MULTILINE).group(1)
 
 
 class BuildPyWithPth(build_py):
@@ -38,7 +47,7 @@ class BuildPyWithPth(build_py):
 
 setup(
     name='vgg',
-    version='0.1.0',
+    version=read_version(),
     description='Companion library to the VGG chapter of the Gluon (MXNet) deep-learning book',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
@@ -55,7 +64,6 @@ setup(
         # Any numpy the running Python installs: vgg_mxnet_compat restores what MXNet
         # 1.9.1 reads that newer numpy removed.  requirements-base.txt pins one per Python.
         'numpy>=1.16',
-        'gluonbook==0.8.10',
         'matplotlib>=3.3',
         'tqdm>=4.60',
         'Pillow>=9.1',
@@ -64,8 +72,10 @@ setup(
         'notebooks': ['nbclient>=0.7', 'nbformat>=5.7', 'ipykernel>=6', 'jupytext==1.19.6'],
         # MXNet 1.9.1's ONNX exporter imports onnx.mapping, which onnx 1.19 removed.
         'onnx': ['onnx>=1.13,<1.19', 'onnxruntime'],
-        'test': ['pytest>=7', 'nbclient>=0.7', 'nbformat>=5.7', 'nbconvert>=7', 'ipykernel>=6',
-                 'jupytext==1.19.6', 'onnx>=1.13,<1.19', 'onnxruntime'],
+        # gluonbook: the chapter's own code, which the tests and benchmarks compare against.
+        'test': ['pytest>=7', 'gluonbook==0.8.10', 'nbclient>=0.7', 'nbformat>=5.7',
+                 'nbconvert>=7', 'ipykernel>=6', 'jupytext==1.19.6', 'onnx>=1.13,<1.19',
+                 'onnxruntime'],
     },
     entry_points={'console_scripts': ['vgg=vgg.cli:main']},
 )

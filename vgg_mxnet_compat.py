@@ -113,7 +113,8 @@ def apply() -> list[str]:
 
 
 class _ApplyBeforeMXNet:
-    """A meta-path finder that finds nothing: it runs :func:`apply` when ``mxnet`` is first imported.
+    """A meta-path finder that finds nothing: it runs :func:`apply` when ``mxnet`` is first
+    imported.
 
     It removes itself on first use, so later imports pay nothing at all and
     earlier ones one string comparison each.

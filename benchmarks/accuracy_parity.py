@@ -18,14 +18,15 @@ import tempfile
 
 def run_pair(resize: int, train_samples: int, epochs: int, seed: int, data_dir: str) -> dict:
     """Train both paths once from the same initial parameters; return their final test accuracy."""
-    import vgg  # noqa: F401  (thread setting)
+    import vgg  # before MXNet: the thread setting
+    # isort: split
     import gluonbook as gb
     import mxnet as mx
     import numpy as np
+    from chapter_pipeline import chapter_loader, quiet_stdout
     from mxnet import gluon, init, nd
 
-    from chapter_pipeline import chapter_loader, quiet_stdout
-    from vgg.data import load_arrays, FashionMNISTIter
+    from vgg.data import FashionMNISTIter, load_arrays
 
     arrays = load_arrays(data_dir, download=False)
     images, labels = (a[:train_samples] for a in arrays['train'])
@@ -79,8 +80,8 @@ def main(argv=None) -> int:
     print(f"{'seed':>4} {'chapter test acc':>16} {'vgg test acc':>12} {'difference':>10}")
     for seed in args.seeds:
         r = run_pair(args.resize, args.train_samples, args.epochs, seed, args.data_dir)
-        print(f"{seed:>4} {r['chapter']:>16.4f} {r['vgg']:>12.4f} {r['vgg'] - r['chapter']:>+10.4f}",
-              flush=True)
+        gap = r['vgg'] - r['chapter']
+        print(f"{seed:>4} {r['chapter']:>16.4f} {r['vgg']:>12.4f} {gap:>+10.4f}", flush=True)
     return 0
 
 

@@ -30,8 +30,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import vgg  # before MXNet: sets OMP_NUM_THREADS
-from vgg.devices import environment
-from vgg.fit import contexts
+from vgg.devices import as_contexts, environment
 
 VARIANTS = {
     'plain': {},
@@ -59,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--variants', nargs='+', choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
-    machine = environment(contexts(None))
+    machine = environment(as_contexts(None, default='auto'))
     print(f"CPU: {machine['cpu']} | ISA: {', '.join(machine['isa']) or 'no AVX2'} | "
           f"{machine['cores']} cores | devices {machine['ctx']}")
     base = {'arch': 'vgg16', 'ratio': 4, 'resize': args.resize, 'epochs': args.epochs,

@@ -69,12 +69,14 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
     """Measure one pipeline in this process; return its figures."""
     if case == 'chapter':
         import mxnet as mx  # before vgg: keep MXNet's default thread count, as a reader has it
-    import vgg
+    import vgg  # before MXNet, unless the chapter's case imported it above
+    # isort: split
     import mxnet as mx
-    from mxnet import gluon, init
-    from vgg.data import load_arrays
-    from vgg.summary import summary
     from chapter_pipeline import quiet_stdout
+    from mxnet import gluon, init
+
+    from vgg.data import load_arrays
+    from vgg.summaries import summary
 
     arrays = load_arrays(data_dir, download=False)
     conv_arch = vgg.narrow(vgg.VGG11, 4)
@@ -116,7 +118,8 @@ def run_case(case: str, size: int, batch_size: int, warmup: int, batches: int,
 
 def run_probe(n: int = 2048, repeat: int = 10) -> dict:
     """float32 GEMM FLOP/s through MXNet's two paths (OpenBLAS dot, oneDNN FullyConnected)."""
-    import vgg  # noqa: F401  (thread setting)
+    import vgg  # noqa: F401  (thread setting, before MXNet)
+    # isort: split
     from mxnet import nd
     a, b = nd.random.uniform(shape=(n, n)), nd.random.uniform(shape=(n, n))
     rates = {}
@@ -163,7 +166,8 @@ def main(argv=None) -> int:
     base_env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
     cores_env = dict(base_env, OMP_NUM_THREADS=str(os.cpu_count()))
     common = ['--batch-size', str(args.batch_size), '--warmup', str(args.warmup),
-              '--batches', str(args.batches)] + (['--data-dir', args.data_dir] if args.data_dir else [])
+              '--batches', str(args.batches)]
+    common += ['--data-dir', args.data_dir] if args.data_dir else []
     probe = _subprocess(['--one', 'probe', '0'], base_env)
     results = []
     for size in args.sizes:

@@ -128,13 +128,10 @@ history = fit(config, out={out!r}, force=True, ctx=try_gpu(),
 def run_notebook(args: argparse.Namespace) -> None:
     """Way ``notebook``: the chapter notebook's training cell, run as ``notebooks/execute.py``
     runs a notebook; its printed text goes to this process's stdout."""
-    import importlib.util
     import nbformat
 
-    spec = importlib.util.spec_from_file_location(
-        'execute', os.path.join(REPO, 'notebooks', 'execute.py'))
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    sys.path.insert(0, REPO)  # a script's folder (benchmarks/) is on sys.path, the checkout not
+    from notebooks import execute as runner
     with tempfile.TemporaryDirectory(prefix='vgg-notebook-') as folder, \
             runner.interpreter_kernel() as kernel_name:
         cell = NOTEBOOK_CELL.format(resize=args.resize, epochs=args.epochs,

@@ -28,7 +28,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from vgg.runs import write_text
+from vgg.base import write_text
 
 
 class Stopped(Exception):
@@ -113,9 +113,10 @@ def execute(path: str, output: str, timeout: int = -1,
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGINT if len(ctrl_c) == 1 else signal.SIGKILL)
     # coalesce_streams keeps only what a progress bar's carriage returns leave on screen.
+    folder = os.path.dirname(os.path.abspath(path))
     client = NotebookClient(nb, timeout=None if timeout < 0 else timeout, kernel_name=kernel_name,
                             coalesce_streams=True, on_cell_start=cell_started,
-                            resources={'metadata': {'path': os.path.dirname(os.path.abspath(path))}})
+                            resources={'metadata': {'path': folder}})
     ended: List[BaseException] = []
 
     def run() -> None:

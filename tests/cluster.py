@@ -4,8 +4,9 @@ Each host is a network namespace joined to a bridge in this namespace by a
 veth pair, with an address in a /24 of 198.18.0.0/15 (the block set aside
 for benchmarking networks, RFC 2544) that no route of this machine covers,
 and an sshd bound to that address that admits only a key made for the
-cluster.  The namespaces have no default route.  The hosts share this machine's files (and its cores), so a job
-started in this checkout finds the same code and data on every host.  No
+cluster.  The namespaces have no default route.  The hosts share this machine's
+files (and its cores), so a job started in this checkout finds the same code
+and data on every host.  No
 traffic goes anywhere but to these addresses.
 
 Used by ``tests/test_launcher.py`` and ``benchmarks/scaling.py``; needs root

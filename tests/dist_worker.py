@@ -1,4 +1,5 @@
-"""A worker of the distributed tests, run by vgg launch: python tests/dist_worker.py DIR [EPOCHS [own]].
+"""A worker of the distributed tests, run by vgg launch:
+python tests/dist_worker.py DIR [EPOCHS [own]].
 
 Trains ``small_cnn`` (dropout-free, so the run is deterministic) from
 ``DIR/init.params`` on its shard of a synthetic training set, unshuffled, with
@@ -12,6 +13,8 @@ import os
 import sys
 
 import vgg  # noqa: F401  (before MXNet, as the command line does)
+
+# isort: split
 import mxnet as mx
 from mxnet import gluon
 

@@ -6,6 +6,7 @@ Test modules import from here, never from each other nor conftest.py
 conftest, no __init__.py), and ``python tests/dist_worker.py`` has tests/ as its
 script folder, so ``import helpers`` works in both.
 """
+import dataclasses
 import gzip
 import os
 import re
@@ -15,12 +16,16 @@ import sys
 import time
 
 import vgg  # noqa: F401  (sets OMP_NUM_THREADS before MXNet loads)
-import numpy as np
+
+# isort: split
 import mxnet as mx
+import numpy as np
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
+from vgg.base import file_digest
 from vgg.config import RunConfig
+from vgg.data import MXNET_MIRROR_SHA1, OFFICIAL_MD5
 from vgg.model import build_net
 from vgg.runs import Run
 
@@ -30,6 +35,26 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'fashion-mni
 # One epoch line of vgg.train (the chapter's format); groups: epoch, loss, train acc, test acc.
 LINE = re.compile(r'epoch (\d+), loss (\d+\.\d{4}), train acc (\d\.\d{3}), test acc (\d\.\d{3}), '
                   r'time \d+\.\d sec')
+
+
+def identify(path: str) -> str:
+    """Where a data file comes from: 'official', 'mxnet-mirror' or 'unknown'."""
+    name = os.path.basename(path)
+    if name in OFFICIAL_MD5 and file_digest(path, 'md5') == OFFICIAL_MD5[name]:
+        return 'official'
+    if name in MXNET_MIRROR_SHA1 and file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
+        return 'mxnet-mirror'
+    return 'unknown'
+
+
+def summary_as_dict(result) -> dict:
+    """A :class:`vgg.Summary` as plain JSON-ready values: the rows as dicts (shapes as lists)."""
+    rows = [dict(dataclasses.asdict(row), output_shape=list(row.output_shape))
+            for row in result.rows]
+    return {'input_shape': list(result.input_shape), 'rows': rows,
+            'total_params': result.total_params, 'total_macs': result.total_macs,
+            'total_activation_bytes': result.total_activation_bytes,
+            'param_bytes': result.param_bytes}
 
 
 # Synthetic Fashion-MNIST files.
@@ -57,7 +82,8 @@ def synthetic_split(num: int, seed: int = 0):
 def write_dataset(directory, num_train=96, num_test=40, compress=True, seed=0):
     """Write the four IDX files (gzip or raw) of a synthetic set; return their arrays."""
     os.makedirs(directory, exist_ok=True)
-    arrays = {'train': synthetic_split(num_train, seed), 'test': synthetic_split(num_test, seed + 1)}
+    arrays = {'train': synthetic_split(num_train, seed),
+              'test': synthetic_split(num_test, seed + 1)}
     names = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
     for split, (images, labels) in arrays.items():

@@ -1,5 +1,6 @@
 """The package's public names: the chapter's (as gluonbook spells them) plus the README's extras."""
 import glob
+import importlib
 import inspect
 import os
 import re
@@ -45,3 +46,12 @@ def test_every_module_of_the_package_is_in_the_readmes_module_table():
     modules = sorted(os.path.relpath(path, REPO)
                      for path in glob.glob(os.path.join(REPO, 'vgg', '*.py')))
     assert sorted(listed) == modules
+
+
+def test_no_public_name_hides_a_submodule():
+    # `from .fit import fit` once made `import vgg.fit as m` give the function, not the module.
+    submodules = {os.path.basename(path)[:-3]
+                  for path in glob.glob(os.path.join(REPO, 'vgg', '*.py'))}
+    assert not submodules & set(vgg.__all__)
+    for name in submodules - {'__init__', '__main__'}:
+        assert inspect.ismodule(importlib.import_module(f'vgg.{name}')), name

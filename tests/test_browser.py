@@ -118,7 +118,8 @@ def lab(tmp_path, real_data_dir, playwright_api):
     dirs = {name: home / sub for name, sub in (
         ('JUPYTER_PATH', 'jupyter-path'), ('JUPYTER_CONFIG_DIR', 'jupyter-config'),
         ('JUPYTER_DATA_DIR', 'jupyter-data'), ('JUPYTER_RUNTIME_DIR', 'jupyter-runtime'),
-        ('JUPYTERLAB_SETTINGS_DIR', 'lab-settings'), ('JUPYTERLAB_WORKSPACES_DIR', 'lab-workspaces'),
+        ('JUPYTERLAB_SETTINGS_DIR', 'lab-settings'),
+        ('JUPYTERLAB_WORKSPACES_DIR', 'lab-workspaces'),
         ('IPYTHONDIR', 'ipython'), ('MPLCONFIGDIR', 'matplotlib'), ('XDG_CONFIG_HOME', 'config'),
         ('XDG_CACHE_HOME', 'cache'), ('XDG_DATA_HOME', 'share'))}
     for path in dirs.values():

@@ -104,8 +104,8 @@ def _run(tmp, data, **settings):
 
 
 def _damaged(kind, damage, checksums=True):
-    """A run whose checkpoint file is damaged; ``checksums`` False makes it a run saved before
-    metrics.jsonl held checksums, so that the damage shows only when the file is read."""
+    """A run whose checkpoint file is damaged; ``checksums`` False also takes the checksums out
+    of metrics.jsonl (an edited file), which is refused before any checkpoint is read."""
     def setup(tmp, data):
         places = _run(tmp, data)
         damage(os.path.join(places['run'], 'checkpoints', f'epoch-0001.{kind}'))
@@ -212,7 +212,8 @@ BAD_INPUTS = [
      'checkpoint {run}/checkpoints/epoch-0001.states is not the file epoch 1 saved'),
     ('truncated-states-no-checksum', _damaged('states', _truncate, checksums=False),
      ['train', '--resume', '--out', '{run}'],
-     'trainer state {run}/checkpoints/epoch-0001.states is truncated or corrupt'),
+     'metrics.jsonl records no checksum of the params checkpoint of epoch 1, so '
+     '{run}/checkpoints/epoch-0001.params is not loaded'),
     ('missing-checkpoint', _damaged('params', os.remove), ['evaluate', '{run}'],
      'checkpoint {run}/checkpoints/epoch-0001.params is missing (metrics.jsonl records epoch 1 '
      'as done)'),
@@ -220,7 +221,8 @@ BAD_INPUTS = [
      'checkpoint {run}/checkpoints/epoch-0001.params is not the file epoch 1 saved'),
     ('truncated-checkpoint-no-checksum', _damaged('params', _truncate, checksums=False),
      ['evaluate', '{run}'],
-     'checkpoint {run}/checkpoints/epoch-0001.params is truncated or corrupt'),
+     'metrics.jsonl records no checksum of the params checkpoint of epoch 1, so '
+     '{run}/checkpoints/epoch-0001.params is not loaded'),
     ('mismatched-checkpoint', lambda tmp, data: _run(tmp, data, params_arch='vgg13'),
      ['export', '{run}'], "does not fit the run's network (vgg11, ratio 16)"),
     ('no-epoch-done', lambda tmp, data: _run_and_image(tmp, data, done=0),

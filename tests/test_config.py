@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from vgg.config import RunConfig, check_positive
+from vgg.base import check_positive
+from vgg.config import RunConfig
 
 
 @pytest.mark.parametrize('value, kind, message', [

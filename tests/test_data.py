@@ -19,10 +19,18 @@ import pytest
 from mxnet import nd
 from mxnet.gluon.data.vision import transforms
 
-from helpers import REPO, idx_bytes, synthetic_split, wait_for, write_dataset
-from vgg.data import (FILE_NAMES, DataError, candidate_dirs, download_fashion_mnist,
-                      find_files, get_fashion_mnist_labels, identify, load_arrays,
-                      load_data_fashion_mnist, read_idx)
+from helpers import REPO, identify, idx_bytes, synthetic_split, wait_for, write_dataset
+from vgg.data import (
+    FILE_NAMES,
+    DataError,
+    candidate_dirs,
+    download_fashion_mnist,
+    find_files,
+    get_fashion_mnist_labels,
+    load_arrays,
+    load_data_fashion_mnist,
+    read_idx,
+)
 
 
 def test_loads_synthetic_gzip_files(fashion_dir):
@@ -268,7 +276,8 @@ def test_real_files(real_data_dir, tmp_path):
     raw = tmp_path / 'raw'
     raw.mkdir()
     for name in FILE_NAMES:
-        with gzip.open(os.path.join(real_data_dir, name + '.gz')) as src, open(raw / name, 'wb') as dst:
+        with gzip.open(os.path.join(real_data_dir, name + '.gz')) as src, \
+                open(raw / name, 'wb') as dst:
             shutil.copyfileobj(src, dst)
     arrays = load_arrays(str(raw), download=False)
     np.testing.assert_array_equal(arrays['test'][0], test_iter.images)

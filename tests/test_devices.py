@@ -5,7 +5,7 @@ import sys
 import mxnet as mx
 import pytest
 
-from vgg.devices import parse_ctx, try_all_gpus, try_gpu
+from vgg.devices import as_contexts, parse_ctx, try_all_gpus, try_gpu
 
 
 def _has_gpu():
@@ -36,6 +36,17 @@ def test_with_a_gpu_auto_is_the_first_gpu():
                                            (' cpu:3 ', [mx.cpu(3)])])
 def test_parse_ctx(spec, expected):
     assert parse_ctx(spec) == expected
+
+
+def test_as_contexts_takes_a_spec_a_context_or_a_list_and_the_callers_default():
+    assert as_contexts(None, default='cpu') == [mx.cpu()]
+    assert as_contexts(None, default='auto') == [try_gpu()]
+    assert as_contexts('cpu:0,1', default='auto') == [mx.cpu(0), mx.cpu(1)]
+    assert as_contexts(mx.cpu(1), default='auto') == [mx.cpu(1)]
+    assert as_contexts((mx.cpu(0), mx.cpu(1)), default='cpu') == [mx.cpu(0), mx.cpu(1)]
+    for bad in ([], [mx.cpu(), 'cpu'], 3):
+        with pytest.raises(ValueError, match='ctx must be'):
+            as_contexts(bad, default='cpu')
 
 
 @pytest.mark.parametrize('spec,match', [('tpu', 'unknown device'), ('gpu:a', 'integers'),

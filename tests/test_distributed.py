@@ -19,15 +19,26 @@ import pytest
 from mxnet import gluon, init, nd
 
 import dist_worker
-from helpers import (JOB_TIMEOUT, LINE, REPO, WORKER, run_cli, save_initial_parameters, small_cnn,
-                     start_logged, started_pids, synthetic_batches, wait_for, wait_for_output)
+from helpers import (
+    JOB_TIMEOUT,
+    LINE,
+    REPO,
+    WORKER,
+    run_cli,
+    save_initial_parameters,
+    small_cnn,
+    start_logged,
+    started_pids,
+    synthetic_batches,
+    wait_for,
+    wait_for_output,
+)
 from vgg.cli import main
 from vgg.data import load_data_fashion_mnist, shard
 from vgg.distributed import PS_ENV, Worker
 from vgg.launcher import STOP_GRACE, TIMEOUT_CODE, launch, plan, read_hosts
 from vgg.runs import Run
 from vgg.training import train
-
 
 
 # Sharding.

@@ -1,6 +1,5 @@
 """notebooks/execute.py writes a notebook only when every cell has run: a failing cell,
 Ctrl-C, a missing or broken file leave it byte for byte as it was, and say so on one line."""
-import importlib.util
 import os
 import signal
 import subprocess
@@ -10,12 +9,9 @@ import nbformat
 import pytest
 
 from helpers import REPO, wait_for
+from notebooks import execute as runner
 
 SCRIPT = os.path.join(REPO, 'notebooks', 'execute.py')
-# notebooks/execute.py loaded from its file, as tests/test_notebooks.py and the benchmarks do.
-_spec = importlib.util.spec_from_file_location('execute', SCRIPT)
-runner = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runner)
 
 
 def write_notebook(path, *sources):

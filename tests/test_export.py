@@ -9,8 +9,8 @@ import pytest
 from mxnet import gluon, nd
 
 from helpers import make_run, run_cli
+from vgg.experiment import load_net
 from vgg.export import _onnx_modules
-from vgg.fit import load_net
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""vgg.fit: a whole run from a config, its run directory record, resume, force, Ctrl-C."""
+"""vgg.fit (in vgg/experiment.py): a whole run from a config, its run directory, resume, Ctrl-C."""
 import json
 import os
 import subprocess
@@ -11,9 +11,10 @@ from mxnet import gluon, init, nd
 
 import vgg
 from helpers import REPO, make_run
+from vgg.base import allocation_failure
 from vgg.config import RunConfig
-from vgg.fit import Interrupted, OutOfMemory, fit, load_net
-from vgg.runs import Run, allocation_failure
+from vgg.experiment import Interrupted, OutOfMemory, fit, load_net
+from vgg.runs import Run
 
 # Quick settings on the 96 + 40 synthetic images of the fashion_dir fixture.
 QUICK = {'resize': 32, 'ratio': 16, 'batch_size': 8, 'epochs': 1, 'seed': 0}
@@ -62,7 +63,8 @@ def test_run_record_holds_what_was_used(fashion_dir, tmp_path, monkeypatch, caps
 
 
 def without_checksums(history):
-    return [{k: v for k, v in h.items() if k != 'checkpoint'} for h in json.loads(json.dumps(history))]
+    return [{k: v for k, v in h.items() if k != 'checkpoint'}
+            for h in json.loads(json.dumps(history))]
 
 
 def test_resume_goes_on_where_the_run_stopped_and_records_the_session(fashion_dir, tmp_path,

@@ -15,8 +15,16 @@ import pytest
 from mxnet import nd
 
 import cluster
-from helpers import (JOB_TIMEOUT, LINE, WORKER, run_cli, save_initial_parameters,
-                     start_logged, wait_for, wait_for_output)
+from helpers import (
+    JOB_TIMEOUT,
+    LINE,
+    WORKER,
+    run_cli,
+    save_initial_parameters,
+    start_logged,
+    wait_for,
+    wait_for_output,
+)
 from vgg.launcher import plan, read_hosts
 from vgg.runs import Run
 

@@ -6,9 +6,23 @@ import pytest
 from mxnet import nd
 from mxnet.gluon import nn
 
-from vgg.model import (ARCH_NAMES, CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, build_net,
-                       check_conv_arch, check_resize, conv_arch_by_name, min_input_size, narrow,
-                       parse_arch, vgg, vgg_block)
+from vgg.model import (
+    ARCH_NAMES,
+    CONV_ARCHS,
+    VGG11,
+    VGG13,
+    VGG16,
+    VGG19,
+    build_net,
+    check_conv_arch,
+    check_resize,
+    layers,
+    min_input_size,
+    narrow,
+    parse_arch,
+    vgg,
+    vgg_block,
+)
 
 
 def count_params(net, input_shape):
@@ -45,7 +59,8 @@ def test_vgg11_chapter_shapes_and_names():
     for blk in net:
         X = blk(X)
         shapes.append(X.shape)
-    # From the configuration alone: block i has VGG11[i] = (convs, channels), output side 224 / 2^(i+1).
+    # From the configuration alone: block i has VGG11[i] = (convs, channels), output side
+    # 224 / 2^(i+1).
     expected = [(1, channels, 224 >> (i + 1), 224 >> (i + 1))
                 for i, (_, channels) in enumerate(VGG11)] + [(1, 4096)] * 4 + [(1, 1000)]
     assert shapes == expected == [
@@ -91,7 +106,7 @@ def test_paper_configurations_have_8_10_13_16_conv_layers():
 @pytest.mark.parametrize('name,expected', [('vgg11', 132_863_336), ('vgg13', 133_047_848),
                                            ('vgg16', 138_357_544), ('vgg19', 143_667_240)])
 def test_parameter_counts_match_the_paper(name, expected):
-    assert count_params(vgg(conv_arch_by_name(name), 1000), (1, 3, 224, 224)) == expected
+    assert count_params(vgg(parse_arch(name)[0], 1000), (1, 3, 224, 224)) == expected
 
 
 def test_narrow_is_the_chapters_small_conv_arch():
@@ -117,9 +132,12 @@ def test_bad_conv_arch_is_a_clear_error(conv_arch):
         vgg(conv_arch, 10)
 
 
-@pytest.mark.parametrize('args', [(0, 4), (1, -2), (2.0, 4)])
-def test_bad_block_arguments(args):
-    with pytest.raises(ValueError, match='positive integer'):
+@pytest.mark.parametrize('args,message', [
+    ((0, 4), '^num_convs must be positive, got 0$'),
+    ((1, -2), '^num_channels must be positive, got -2$'),
+    ((2.0, 4), r'^num_convs must be an integer, got 2\.0$')])
+def test_bad_block_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
         vgg_block(*args)
 
 
@@ -128,10 +146,10 @@ def test_bad_num_outputs():
         vgg(VGG11, 0)
 
 
-def test_conv_arch_by_name():
-    assert conv_arch_by_name('VGG16') is VGG16
+def test_parse_arch():
+    assert parse_arch('VGG16') == (VGG16, False)
     with pytest.raises(ValueError, match="unknown architecture 'vgg12'.*vgg11"):
-        conv_arch_by_name('vgg12')
+        parse_arch('vgg12')
 
 
 def test_min_input_size_and_check():
@@ -206,7 +224,7 @@ def trainable_count(net, input_shape):
 def test_batch_norm_networks_have_the_model_zoos_parameter_counts(name, expected):
     from mxnet.gluon.model_zoo.vision import get_vgg
     conv_arch, batch_norm = parse_arch(name)
-    assert batch_norm and conv_arch == conv_arch_by_name(name[:-3])
+    assert batch_norm and conv_arch == parse_arch(name[:-3])[0]
     ours = trainable_count(vgg(conv_arch, 1000, batch_norm=True), (1, 3, 224, 224))
     zoo = trainable_count(get_vgg(int(name[3:5]), batch_norm=True), (1, 3, 224, 224))
     assert ours == zoo == expected
@@ -246,3 +264,19 @@ def test_the_batch_counts_towards_the_limit():
     from vgg.config import RunConfig
     with pytest.raises(ValueError, match="block 1's output would hold"):
         RunConfig(ratio=0.25, batch_size=4096)
+
+
+def test_layers_go_through_nested_sequentials_but_not_into_other_blocks():
+    class Residual(nn.HybridSequential):
+        def hybrid_forward(self, F, x):
+            return x + super().hybrid_forward(F, x)
+
+    inner, residual, outer = nn.HybridSequential(), Residual(), nn.Sequential()
+    dense, conv, pool, flat = nn.Dense(2), nn.Conv2D(2, 1), nn.MaxPool2D(), nn.Flatten()
+    inner.add(conv, pool)
+    residual.add(nn.Dense(3))
+    outer.add(inner, residual, flat)
+    net = nn.Sequential()
+    net.add(outer, dense)
+    assert layers(net) == [conv, pool, residual, flat, dense]
+    assert layers(dense) == [dense]

@@ -3,7 +3,6 @@ read right when rendered to HTML; each notebook's cells match its paired MyST so
 notebooks/NAME.md."""
 import glob
 import html
-import importlib.util
 import os
 import pathlib
 import re
@@ -14,13 +13,10 @@ import pytest
 from nbconvert import HTMLExporter
 
 from helpers import REPO
+from notebooks import execute as runner
 from vgg import Run, RunConfig
 
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
-# notebooks/execute.py, the way the notebooks are run, loaded from its file.
-_spec = importlib.util.spec_from_file_location('execute', os.path.join(NOTEBOOKS, 'execute.py'))
-runner = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runner)
 
 CHAPTER_RUN = os.path.join(NOTEBOOKS, 'results', 'chapter')
 # Lines of MXNet's C++ log ("[21:03:57] ../src/...: GPU support is disabled ...") and of Jupyter.
@@ -44,7 +40,8 @@ def test_notebook_pair_in_sync(ipynb):
     text, notebook = cells(md), cells(ipynb)
     first = next((i for i, pair in enumerate(zip(text, notebook)) if pair[0] != pair[1]),
                  min(len(text), len(notebook)))
-    assert text == notebook, (f'notebooks/{name} is out of sync with notebooks/{os.path.basename(md)} '
+    assert text == notebook, (f'notebooks/{name} is out of sync with '
+                              f'notebooks/{os.path.basename(md)} '
                               f'(cells differ from cell {first}; .md {len(text)} cells, .ipynb '
                               f'{len(notebook)}): run `jupytext --sync notebooks/{name}`')
 

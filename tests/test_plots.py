@@ -1,17 +1,17 @@
-"""The figures: learning curves, prediction grids and confusion matrices, read back from matplotlib."""
+"""The figures: learning curves, prediction grids and confusion matrices, read back from
+matplotlib."""
 import matplotlib
 
 matplotlib.use('Agg')
 
-import matplotlib.colors as mcolors  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from mxnet import gluon, nd  # noqa: E402
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from mxnet import gluon, nd
 
-from vgg.data import TEXT_LABELS  # noqa: E402
-from vgg.plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  # noqa: E402
-                       show_predictions)
+from vgg.data import TEXT_LABELS
+from vgg.plots import LiveCurves, plot_confusion, plot_histories, plot_history, show_predictions
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,15 @@ from PIL import Image
 
 from helpers import QUICK, REPO, run_cli, synthetic_split
 from vgg.data import TEXT_LABELS, FashionMNISTIter, load_data_fashion_mnist
-from vgg.fit import load_net
+from vgg.experiment import load_net
 from vgg.model import build_net
-from vgg.predict import confusion_matrix, predict_probabilities, read_image, top_classes
+from vgg.predict import (
+    confusion_matrix,
+    per_class_accuracy,
+    predict_probabilities,
+    read_image,
+    top_classes,
+)
 from vgg.runs import Run
 from vgg.training import evaluate_accuracy
 
@@ -77,6 +83,11 @@ def test_predictions_go_through_the_loaders_transform():
 def test_top_classes():
     probabilities = np.array([0.1, 0.6, 0.3] + [0] * 7)
     assert top_classes(probabilities, 2) == [('trouser', 0.6), ('pullover', 0.3)]
+
+
+def test_per_class_accuracy_is_each_rows_share_on_the_diagonal():
+    matrix = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 2]])
+    np.testing.assert_array_equal(per_class_accuracy(matrix), [0.75, 0.0, 0.5])
 
 
 @pytest.fixture(scope='module')

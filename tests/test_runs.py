@@ -17,8 +17,9 @@ from mxnet import gluon, nd
 
 import vgg
 from helpers import QUICK, REPO, make_run, run_cli, small_cnn, start_cli, write_dataset
+from vgg.base import atomic_write
 from vgg.config import RunConfig
-from vgg.runs import Run, atomic_write
+from vgg.runs import Run
 
 EPOCH = re.compile(r'epoch (\d+), loss \d+\.\d{4}')
 
@@ -277,6 +278,15 @@ def test_a_replaced_or_corrupted_checkpoint_is_refused_before_loading(fashion_di
     if kind == 'params':
         result = run_cli('evaluate', run.path, '--ctx', 'cpu')
         assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_last_epoch_without_its_checksum_is_refused(fashion_dir, tmp_path):
+    run = make_run(tmp_path / 'run', done=1, data_dir=fashion_dir)
+    line = json.loads(open(run.file('metrics.jsonl')).read())
+    del line['checkpoint']
+    _edit_metrics(run, json.dumps(line) + '\n')
+    with pytest.raises(ValueError, match='records no checksum of the params checkpoint of epoch 1'):
+        vgg.load_net(run.path, ctx='cpu')
 
 
 def _edit_metrics(run, text):

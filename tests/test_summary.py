@@ -1,4 +1,4 @@
-"""Tests of vgg.summary against hand-computed parameter, MAC and memory counts."""
+"""vgg.summary (vgg/summaries.py) against hand-computed parameter, MAC and memory counts."""
 import json
 import os
 import re
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from mxnet.gluon import nn
 
+from helpers import summary_as_dict
 from vgg.model import VGG11, narrow, vgg, vgg_block
-from vgg.summary import measure_step, summary
+from vgg.summaries import measure_step, summary
 
 FLOAT32 = 4
 # Where measure_step can measure a CPU step's peak memory: Linux, whose peak-RSS mark it resets.
@@ -103,14 +104,14 @@ def test_text_table(small_vgg):
     assert len({len(line) for line in row_lines + [header]}) == 1
 
 
-def test_to_dicts_is_json(small_vgg):
+def test_a_summary_is_json(small_vgg):
     _, result = small_vgg
-    dicts = result.to_dicts()
+    whole = json.loads(json.dumps(summary_as_dict(result)))
+    dicts = whole['rows']
     assert len(dicts) == len(result.rows)
     assert dicts[0]['output_shape'] == [1, 16, 224, 224]
     assert set(dicts[0]) == {'name', 'layer_type', 'output_shape', 'params', 'macs',
                              'activation_bytes'}
-    whole = json.loads(json.dumps(result.to_dict()))
     assert whole == {'input_shape': [1, 1, 224, 224], 'rows': dicts,
                      'total_params': result.total_params, 'total_macs': 512_155_648,
                      'total_activation_bytes': result.total_activation_bytes,
@@ -219,7 +220,7 @@ PEAK_SCRIPT = """
 import json
 import vgg
 from vgg.model import VGG11, narrow, vgg as vgg_net
-from vgg.summary import measure_step, summary
+from vgg.summaries import measure_step, summary
 measured = []
 for batch in (2, 16):
     net = vgg_net(narrow(VGG11, 16), 10)

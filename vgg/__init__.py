@@ -14,7 +14,7 @@ if 'OMP_NUM_THREADS' not in _os.environ:
 
 # Also before MXNet is imported: the numpy names MXNet 1.9.1 reads that newer numpy
 # removed (Python 3.12 and 3.13; docs/python.md).
-import vgg_mxnet_compat as _compat  # noqa: E402
+import vgg_mxnet_compat as _compat
 _compat.apply()
 
 from .config import RunConfig  # noqa: E402
@@ -22,15 +22,16 @@ from .data import (DataError, TEXT_LABELS, get_fashion_mnist_labels,  # noqa: E4
                    load_data_fashion_mnist)
 from .devices import parse_ctx, try_all_gpus, try_gpu  # noqa: E402
 from .export import export_onnx, export_symbol  # noqa: E402
-from .fit import fit, load_net  # noqa: E402
+from .experiment import Interrupted, OutOfMemory, fit, load_net  # noqa: E402
 from .launcher import launch  # noqa: E402
 from .model import (CONV_ARCHS, VGG11, VGG13, VGG16, VGG19, alexnet, build_net,  # noqa: E402
                     narrow, vgg, vgg_block)
 from .plots import (LiveCurves, plot_confusion, plot_histories, plot_history,  # noqa: E402
                     show_predictions)
-from .predict import confusion_matrix, predict_probabilities, read_image  # noqa: E402
+from .predict import (confusion_matrix, per_class_accuracy, predict_probabilities,  # noqa: E402
+                      read_image)
 from .runs import Run  # noqa: E402
-from .summary import Summary, measure_step, summary  # noqa: E402
+from .summaries import Summary, measure_step, summary  # noqa: E402
 from .training import evaluate_accuracy, train  # noqa: E402
 from .transfer import from_model_zoo, init_from  # noqa: E402
 
@@ -43,8 +44,10 @@ CHAPTER_API = ['vgg_block', 'vgg', 'try_gpu', 'try_all_gpus', 'load_data_fashion
 __all__ = CHAPTER_API + [
     'VGG11', 'VGG13', 'VGG16', 'VGG19', 'CONV_ARCHS', 'narrow', 'alexnet', 'build_net',
     'init_from', 'from_model_zoo',
-    'RunConfig', 'fit', 'load_net', 'Run', 'parse_ctx', 'TEXT_LABELS', 'DataError',
+    'RunConfig', 'fit', 'Interrupted', 'OutOfMemory', 'load_net', 'Run', 'parse_ctx',
+    'TEXT_LABELS', 'DataError',
     'summary', 'Summary', 'measure_step', 'plot_history', 'plot_histories', 'LiveCurves',
     'show_predictions', 'plot_confusion',
-    'predict_probabilities', 'read_image', 'confusion_matrix', 'export_symbol', 'export_onnx',
+    'predict_probabilities', 'read_image', 'confusion_matrix', 'per_class_accuracy',
+    'export_symbol', 'export_onnx',
     'launch']

@@ -18,19 +18,25 @@ import matplotlib
 import mxnet as mx
 import numpy as np
 
-from .config import RunConfig, check_positive
-from .data import NUM_CLASSES, TEXT_LABELS, load_data_fashion_mnist
+from .base import NUM_CLASSES, allocation_failure, check_positive
+from .config import SCHEDULES, RunConfig
+from .data import TEXT_LABELS, load_data_fashion_mnist
 from .devices import parse_ctx
 from .distributed import KVSTORES
+from .experiment import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
 from .export import export_onnx, export_symbol
-from .fit import Interrupted, OutOfMemory, fit, load_net, load_net_epoch
 from .launcher import launch, read_hosts
-from .config import SCHEDULES
 from .model import ARCH_NAMES, CHANNELS, INITS, build_net
 from .plots import LiveCurves, plot_confusion, save_figure
-from .predict import confusion_matrix, predict_probabilities, read_image, top_classes
-from .runs import CONFUSION, EXPORT, Run, allocation_failure
-from .summary import summary
+from .predict import (
+    confusion_matrix,
+    per_class_accuracy,
+    predict_probabilities,
+    read_image,
+    top_classes,
+)
+from .runs import CONFUSION, EXPORT, Run
+from .summaries import summary
 
 DEFAULTS = RunConfig()
 # What to lower when a command other than train runs out of memory.
@@ -257,7 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.batch_size, resize=config.resize, root=args.data_dir or run.data_dir(), ctx=ctx,
         max_samples=args.max_samples or config.max_samples)
     matrix = confusion_matrix(net, test_iter, ctx)
-    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    per_class = per_class_accuracy(matrix)
     print(f'test accuracy {matrix.trace() / matrix.sum():.3f} ({matrix.sum()} images, '
           f'after epoch {epoch} of {run.path})')
     width = max(len(name) for name in TEXT_LABELS)

@@ -1,41 +1,17 @@
-"""What defines a training run (:class:`RunConfig`) and the one check of positive numbers."""
+"""What defines a training run: :class:`RunConfig`."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .base import check_positive
 from .model import INITS, check_resize, check_sizes, narrow, parse_arch
 
 # Learning-rate schedules over the whole run (see vgg.optim).
 SCHEDULES = ('constant', 'step', 'cosine')
-# MXNet hands settings such as the learning rate to its kernels as float32.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-Number = Union[int, float]
-
-
-def check_positive(name: str, value: Any, kind: Union[Type, Tuple[Type, ...]] = (int, float)
-                   ) -> Number:
-    """Return ``value`` if it is a positive number of ``kind`` within float32's range.
-
-    The one validator of counts and sizes used by the library and the command line.
-
-    Raises
-    ------
-    ValueError
-        Naming ``name`` and what is wrong (not a number, not positive, too large).
-    """
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        what = 'an integer' if kinds == (int,) else 'a number'
-        raise ValueError(f'{name} must be {what}, got {value!r}')
-    if not value > 0:
-        raise ValueError(f'{name} must be positive, got {value!r}')
-    if not value <= FLOAT32_MAX:
-        raise ValueError(f'{name} {value!r} is too large (float32 holds at most {FLOAT32_MAX:.3g})')
-    return value
 
 
 @dataclass(frozen=True)
@@ -47,7 +23,8 @@ class RunConfig:
     Attributes
     ----------
     arch : str
-        'vgg11', 'vgg13', 'vgg16' or 'vgg19'.
+        'vgg11', 'vgg13', 'vgg16' or 'vgg19', or one of them with '_bn' (batch
+        normalisation after every convolution): :data:`vgg.model.ARCH_NAMES`.
     ratio : float
         Every block's channel count is divided by it.
     resize : int

@@ -28,6 +28,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
+from .base import NUM_CLASSES, check_positive, file_digest
+
 TEXT_LABELS = ['t-shirt', 'trouser', 'pullover', 'dress', 'coat',
                'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot']
 
@@ -62,7 +64,6 @@ LOCK_POLL = 0.2  # seconds between tries for a file that another process is down
 MIRROR_ENV = 'VGG_FASHION_MNIST_MIRROR'
 
 _IMAGE_MAGIC, _LABEL_MAGIC = 2051, 2049
-NUM_CLASSES = len(TEXT_LABELS)
 
 
 class DataError(ValueError):
@@ -102,15 +103,6 @@ def find_files(root: Optional[str] = None) -> Optional[Dict[str, str]]:
         if all(paths.values()):
             return paths
     return None
-
-
-def file_digest(path: str, algorithm: str) -> str:
-    """The hex digest of a file (md5, sha1, sha256, ...), read in 1 MB chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_bytes(path: str) -> bytes:
@@ -153,7 +145,8 @@ def read_idx(path: str) -> np.ndarray:
         expected, offset, shape = 8 + count, 8, (count,)
     else:
         raise DataError(f'{path}: wrong magic number {magic} (expected {_IMAGE_MAGIC} for '
-                        f'images or {_LABEL_MAGIC} for labels); this is not a Fashion-MNIST IDX file')
+                        f'images or {_LABEL_MAGIC} for labels); this is not a Fashion-MNIST '
+                        'IDX file')
     if len(data) != expected:
         raise DataError(f'{path}: header says {count} items ({expected} bytes) '
                         f'but the data has {len(data)} bytes; the file is truncated or corrupt')
@@ -435,16 +428,6 @@ def _check_roles(paths: Dict[str, str]) -> None:
                                 'its own name')
 
 
-def identify(path: str) -> str:
-    """Say where a data file comes from: 'official', 'mxnet-mirror' or 'unknown' (structure-checked)."""
-    name = os.path.basename(path)
-    if name in OFFICIAL_MD5 and file_digest(path, 'md5') == OFFICIAL_MD5[name]:
-        return 'official'
-    if name in MXNET_MIRROR_SHA1 and file_digest(path, 'sha1') == MXNET_MIRROR_SHA1[name]:
-        return 'mxnet-mirror'
-    return 'unknown'
-
-
 class FashionMNISTIter:
     """Batches of one split, cut from its uint8 array: ``(X, y)`` NDArrays per batch.
 
@@ -456,11 +439,9 @@ class FashionMNISTIter:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
                  resize: Optional[int] = None, shuffle: bool = False,
                  ctx: Optional[mx.Context] = None, seed: Optional[int] = None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
-        if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
-                                   or resize < 1):
-            raise ValueError(f'resize must be a positive integer or None, got {resize!r}')
+        check_positive('batch_size', batch_size, int)
+        if resize is not None:
+            check_positive('resize', resize, int)
         self.images, self.labels = images, labels
         self.batch_size, self.resize, self.shuffle = batch_size, resize, shuffle
         self.ctx = ctx or mx.cpu()
@@ -508,8 +489,7 @@ def shard(array: np.ndarray, num_parts: int, part_index: int) -> np.ndarray:
     ValueError
         If ``part_index`` is not in ``0 .. num_parts - 1``.
     """
-    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
-        raise ValueError(f'num_parts must be a positive integer, got {num_parts!r}')
+    check_positive('num_parts', num_parts, int)
     if isinstance(part_index, bool) or not isinstance(part_index, int) \
             or not 0 <= part_index < num_parts:
         raise ValueError(f'part_index must be in 0..{num_parts - 1}, got {part_index!r}')
@@ -554,9 +534,8 @@ def load_data_fashion_mnist(batch_size: int, resize: Optional[int] = None,
     paths = _locate_files(root, download, None)
     data_dir = os.path.dirname(paths[FILE_NAMES[0]])
     arrays = _read_arrays(paths)
-    if max_samples is not None and (isinstance(max_samples, bool)
-                                    or not isinstance(max_samples, int) or max_samples < 1):
-        raise ValueError(f'max_samples must be a positive integer or None, got {max_samples!r}')
+    if max_samples is not None:
+        check_positive('max_samples', max_samples, int)
     iters = []
     for split in ('train', 'test'):
         images, labels = (a[:max_samples] for a in arrays[split])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Union
 
 import mxnet as mx
 from mxnet import nd
@@ -12,6 +12,8 @@ from mxnet import nd
 _MAX_GPUS = 16
 # CPU contexts are labels for the engine, not cores; MXNet hangs on ids beyond int32.
 _MAX_CPU_CONTEXTS = 64
+# Where to compute, as the library's functions take it: a spec for parse_ctx, or contexts.
+CtxSpec = Union[None, str, mx.Context, Sequence[mx.Context]]
 
 
 def _gpu_works(index: int) -> bool:
@@ -87,6 +89,36 @@ def parse_ctx(spec: str) -> List[mx.Context]:
     return [mx.gpu(i) for i in ids]
 
 
+def as_contexts(ctx: CtxSpec, default: str) -> List[mx.Context]:
+    """``ctx`` as a non-empty list of contexts.
+
+    Parameters
+    ----------
+    ctx : None, str, Context or list of Context
+        A string goes through :func:`parse_ctx` ('cpu', 'gpu:0,1', ...); None
+        stands for ``default``.
+    default : str
+        The spec that None means to the caller: 'cpu' for gluonbook's ``train``
+        and ``evaluate_accuracy``, 'auto' (:func:`try_gpu`) for a run.
+
+    Raises
+    ------
+    ValueError
+        If ``ctx`` is none of these, or :func:`parse_ctx` refuses the spec.
+    """
+    if ctx is None:
+        ctx = default
+    if isinstance(ctx, str):
+        return parse_ctx(ctx)
+    if isinstance(ctx, mx.Context):
+        return [ctx]
+    ctxs = list(ctx) if isinstance(ctx, (list, tuple)) else []
+    if not ctxs or not all(isinstance(c, mx.Context) for c in ctxs):
+        raise ValueError(f'ctx must be a context, a list of contexts or a spec such as '
+                         f"'cpu' or 'gpu:0,1', got {ctx!r}")
+    return ctxs
+
+
 def _cpu() -> Dict[str, Any]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -113,6 +145,7 @@ def environment(ctx: Sequence[mx.Context] = ()) -> Dict[str, Any]:
     the last bits of the results) depends on them.
     """
     import numpy
+
     from . import __version__
     return dict(ctx=[str(c) for c in ctx], **_cpu(),
                 omp_num_threads=os.environ.get('OMP_NUM_THREADS'),

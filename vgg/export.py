@@ -18,10 +18,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from .config import check_positive
+from .base import atomic_write, check_positive, mxnet_message
 from .model import CHANNELS
-from .runs import atomic_write
-from .summary import mxnet_message
 
 STEM = 'vgg'
 INPUT = 'data'  # the input's name in the symbol file and the ONNX graph

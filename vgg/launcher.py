@@ -27,8 +27,8 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, TextIO
+
+from .base import check_positive
 
 LOOPBACK = '127.0.0.1'
 DEFAULT_PORT = 9091  # the scheduler's port on a remote first host, unless --port is given
@@ -204,9 +206,8 @@ def plan(command: Sequence[str], num_workers: int, num_servers: int = 1,
     if not command:
         raise ValueError('no worker command: put it after --, e.g. vgg launch -n 2 -- '
                          'vgg train --kvstore dist_sync')
-    for name, count in (('workers', num_workers), ('servers', num_servers)):
-        if count < 1:
-            raise ValueError(f'the number of {name} must be positive, got {count}')
+    check_positive('num_workers', num_workers, int)
+    check_positive('num_servers', num_servers, int)
     hosts = [check_host(host) for host in hosts] if hosts else None
     root = hosts[0] if hosts else LOOPBACK
     port = check_port(port) if port is not None else DEFAULT_PORT if hosts else free_port()

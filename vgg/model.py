@@ -13,7 +13,7 @@ import mxnet as mx
 from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
-from .data import NUM_CLASSES
+from .base import NUM_CLASSES, check_positive
 
 ConvArch = Tuple[Tuple[int, int], ...]
 
@@ -33,7 +33,7 @@ ARCH_NAMES = tuple(CONV_ARCHS) + tuple(name + BN_SUFFIX for name in CONV_ARCHS)
 INITS = {'xavier': lambda: init.Xavier(),
          'msra': lambda: init.MSRAPrelu(factor_type='in', slope=0.0)}
 
-CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are data.NUM_CLASSES
+CHANNELS = 1  # Fashion-MNIST's images are grey; its classes are base.NUM_CLASSES
 
 
 class _Sequential(nn.HybridSequential):
@@ -66,8 +66,8 @@ def vgg_block(num_convs: int, num_channels: int, batch_norm: bool = False) -> nn
     mxnet.gluon.nn.HybridSequential
         The block; it halves the height and width of its input.
     """
-    _check_positive_int('num_convs', num_convs)
-    _check_positive_int('num_channels', num_channels)
+    check_positive('num_convs', num_convs, int)
+    check_positive('num_channels', num_channels, int)
     blk = _Sequential()
     for _ in range(num_convs):
         if batch_norm:
@@ -101,7 +101,7 @@ def vgg(conv_arch: Sequence[Tuple[int, int]], num_outputs: int = 10,
         The uninitialised network; iterating over it yields its blocks and layers.
     """
     conv_arch = check_conv_arch(conv_arch)
-    _check_positive_int('num_outputs', num_outputs)
+    check_positive('num_outputs', num_outputs, int)
     net = _Sequential()
     for num_convs, num_channels in conv_arch:
         net.add(vgg_block(num_convs, num_channels, batch_norm))
@@ -127,7 +127,7 @@ def alexnet(num_outputs: int = 10) -> nn.HybridSequential:
     mxnet.gluon.nn.HybridSequential
         The uninitialised network.
     """
-    _check_positive_int('num_outputs', num_outputs)
+    check_positive('num_outputs', num_outputs, int)
     net = _Sequential()
     net.add(nn.Conv2D(96, kernel_size=11, strides=4, activation='relu'),
             nn.MaxPool2D(pool_size=3, strides=2),
@@ -164,14 +164,36 @@ def narrow(conv_arch: Sequence[Tuple[int, int]], ratio: float) -> ConvArch:
         If ``ratio`` is not positive or leaves a block with zero channels.
     """
     conv_arch = check_conv_arch(conv_arch)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-        raise ValueError(f'ratio must be a positive number, got {ratio!r}')
-    narrowed = tuple((num_convs, int(num_channels / ratio)) for num_convs, num_channels in conv_arch)
+    check_positive('ratio', ratio)
+    narrowed = tuple((num_convs, int(num_channels / ratio))
+                     for num_convs, num_channels in conv_arch)
     if any(num_channels == 0 for _, num_channels in narrowed):
         smallest = min(num_channels for _, num_channels in conv_arch)
         raise ValueError(f'ratio {ratio} leaves a block with 0 channels; '
                          f'use a ratio of at most {smallest} for this architecture')
     return narrowed
+
+
+def layers(net: gluon.Block) -> List[gluon.Block]:
+    """The layers of ``net`` in the order they run, through nested Sequentials.
+
+    An ``nn.Sequential`` or ``nn.HybridSequential`` (subclasses included) that
+    only runs its children in order is replaced by its children, recursively;
+    every other block is one layer.  A list rather than the blocks themselves:
+    the same layers, so running them in turn is running ``net``.
+    """
+    if _runs_children_in_order(net):
+        return [leaf for index in range(len(net)) for leaf in layers(net[index])]
+    return [net]
+
+
+def _runs_children_in_order(block: gluon.Block) -> bool:
+    # HybridSequential is not a subclass of Sequential in MXNet 1.x, hence both; a
+    # subclass that overrides forward (a residual block, say) is a layer of its own.
+    return ((isinstance(block, nn.Sequential) and type(block).forward is nn.Sequential.forward)
+            or (isinstance(block, nn.HybridSequential)
+                and type(block).hybrid_forward is nn.HybridSequential.hybrid_forward
+                and type(block).forward is nn.HybridSequential.forward))
 
 
 def parse_arch(name: str) -> Tuple[ConvArch, bool]:
@@ -183,11 +205,6 @@ def parse_arch(name: str) -> Tuple[ConvArch, bool]:
     except (KeyError, AttributeError):
         raise ValueError(f'unknown architecture {name!r}; choose one of '
                          f'{", ".join(ARCH_NAMES)}') from None
-
-
-def conv_arch_by_name(name: str) -> ConvArch:
-    """The paper's configuration called ``name`` ('vgg11' ... 'vgg19'; a '_bn' suffix is allowed)."""
-    return parse_arch(name)[0]
 
 
 def min_input_size(conv_arch: Sequence[Tuple[int, int]]) -> int:
@@ -205,14 +222,9 @@ def check_conv_arch(conv_arch: Sequence[Tuple[int, int]]) -> ConvArch:
     if not pairs:
         raise ValueError('conv_arch must hold at least one (num_convs, num_channels) pair')
     for num_convs, num_channels in pairs:
-        _check_positive_int('num_convs', num_convs)
-        _check_positive_int('num_channels', num_channels)
+        check_positive('num_convs', num_convs, int)
+        check_positive('num_channels', num_channels, int)
     return pairs
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
 
 
 def check_resize(conv_arch: Sequence, resize: int) -> None:
@@ -241,7 +253,8 @@ def check_sizes(conv_arch: Sequence[Tuple[int, int]], resize: int, num_outputs: 
         sizes.append((f'block {index}\'s output', batch_size * num_channels * side * side))
         side, in_channels = side // 2, num_channels
     features = conv_arch[-1][1] * side * side
-    sizes += [('the first dense weight', features * 4096), ('the output weight', 4096 * num_outputs)]
+    sizes += [('the first dense weight', features * 4096),
+              ('the output weight', 4096 * num_outputs)]
     for what, size in sizes:
         if size > MAX_ELEMENTS:
             raise ValueError(f'{what} would hold {size:,} elements, more than MXNet\'s limit of '

@@ -8,9 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from mxnet import gluon, nd
 
+from .base import atomic_write, in_jupyter
 from .data import TEXT_LABELS, get_fashion_mnist_labels
-from .runs import atomic_write
-from .training import in_jupyter
 
 
 def save_figure(fig, path: str) -> None:

@@ -147,6 +147,17 @@ def confusion_matrix(net: gluon.Block, data_iter: Iterable, ctx: mx.Context = mx
     return matrix
 
 
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """The fraction of each true class predicted right, from a :func:`confusion_matrix`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one per row of ``matrix``; 0 for a class with no images.
+    """
+    return matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+
+
 def top_classes(probabilities: Sequence[float], k: int) -> List[Tuple[str, float]]:
     """The ``k`` most probable ``(class name, probability)`` pairs, most probable first."""
     order = np.argsort(probabilities)[::-1][:k]

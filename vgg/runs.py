@@ -34,105 +34,27 @@ import glob
 import json
 import os
 import pickle
-import re
 import shutil
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 from mxnet import gluon
 
+from .base import TEMP_SUFFIX, allocation_failure, atomic_write, file_digest, write_text
 from .config import RunConfig
-from .data import file_digest
 
 CONFIG, METRICS, CURVES, CHECKPOINTS = 'config.json', 'metrics.jsonl', 'history.png', 'checkpoints'
 CONFUSION, EXPORT = 'confusion.png', 'export'
 LOCK = '.lock'  # flock'ed by the one process that writes the run
-_TEMP_SUFFIX = '.tmp'
 # What every metrics line holds (as numbers), and every point of its finer history.
 EPOCH_FIELDS = ('epoch', 'loss', 'train_acc', 'test_acc', 'time', 'images_per_sec')
 POINT_FIELDS = ('epoch', 'loss', 'train_acc')
 # How often a reader looks again when the writer moved on while it opened a checkpoint:
 # each look takes a moment, and an epoch far longer.
 _READ_TRIES = 5
-# What MXNet says when an allocation fails (its CPU storage, mshadow's AlignedMallocPitch,
-# cudaMalloc, C++'s bad_alloc).
-_ALLOCATION_FAILED = re.compile(r'failed to allocate|memory allocation failed|malloc\w* failed|'
-                                r'bad_alloc|out of memory', re.IGNORECASE)
-
-
 def _numbers(record: Dict[str, Any], names) -> bool:
     return all(isinstance(record[name], (int, float)) and not isinstance(record[name], bool)
                for name in names)
-
-
-def allocation_failure(err: BaseException) -> Optional[str]:
-    """What ``err`` says if it is a failed memory allocation, else None.
-
-    numpy raises MemoryError; MXNet raises MXNetError ('Failed to allocate CPU
-    Memory', 'AlignedMallocPitch failed', 'cudaMalloc retry failed: out of memory'),
-    often at the next point that waits for its engine, far from the allocation.
-    """
-    if isinstance(err, MemoryError):
-        return str(err) or 'MemoryError'
-    if isinstance(err, mx.base.MXNetError) and _ALLOCATION_FAILED.search(str(err)):
-        # The message ends with its reason, after the C++ trace.
-        return str(err).strip().splitlines()[-1].replace('MXNetError: ', '')
-    return None
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Create or replace ``path`` all at once: ``write(temp_path)``, fsync, then rename.
-
-    Parameters
-    ----------
-    path : str
-        The file to create or replace.
-    write : callable
-        Writes the whole content to the temporary path it is given (in the same folder).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{os.getpid()}{_TEMP_SUFFIX}')
-    try:
-        write(tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, mx.base.MXNetError) as err:
-        if allocation_failure(err):  # the engine's failure surfaced here: not the disk's
-            raise MemoryError(allocation_failure(err)) from None
-        # MXNet reports a full disk as its own error, with a C++ trace: one line instead.
-        reason = getattr(err, 'strerror', None) or str(err).strip().splitlines()[-1]
-        raise OSError(f'cannot write {path}: {reason} ({_free_space(directory)}); the file '
-                      'it would replace is unchanged') from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    # The rename itself is durable only once the folder's entry is on disk.
-    _fsync_dir(directory)
-
-
-def _free_space(directory: str) -> str:
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError:
-        return 'free space unknown'
-    return f'{usage.free / 1e6:.1f} MB free in {directory}'
-
-
-def write_text(path: str, text: str) -> None:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    def write(tmp: str) -> None:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 class Run:
@@ -266,7 +188,7 @@ class Run:
     def _remove_temporaries(self) -> None:
         # Left behind by a process killed in the middle of a write.
         for folder in (self.path, self.folder(CHECKPOINTS)):
-            for path in glob.glob(os.path.join(folder, '.*' + _TEMP_SUFFIX)):
+            for path in glob.glob(os.path.join(folder, '.*' + TEMP_SUFFIX)):
                 os.remove(path)
 
     def start(self, config: RunConfig, data_dir: Optional[str] = None,
@@ -349,14 +271,24 @@ class Run:
         return data_dir
 
     def update_config(self, config: RunConfig) -> None:
-        """Replace the run's settings (those a resume may change), keeping the rest of the record."""
-        done = len(self.history())
-        if config.epochs < done:
-            raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already '
-                             f'done in {self.path}')
+        """Replace the run's settings (those a resume may change), keeping the rest of the
+        record."""
+        self.check_epochs(config.epochs, len(self.history()))
         record = self._read_config()
         record.update(config.to_dict())
         self._write_config(record)
+
+    def check_epochs(self, epochs: int, done: int) -> None:
+        """Refuse to end the run after ``epochs`` when ``done`` epochs of it are finished.
+
+        Raises
+        ------
+        ValueError
+            If ``epochs`` is fewer than ``done``.
+        """
+        if epochs < done:
+            raise ValueError(f'epochs {epochs} is fewer than the {done} epochs already done '
+                             f'in {self.path}')
 
     def history(self) -> List[Dict[str, float]]:
         """The completed epochs' statistics, in order.
@@ -512,8 +444,11 @@ class Run:
             raise ValueError(f'checkpoint {path} is missing '
                              f'({METRICS} records epoch {epoch} as done)') from None
         fd_path = f'/dev/fd/{f.fileno()}'
-        expected = (line.get('checkpoint') or {}).get(kind)  # runs before 0.2 have none
-        if expected is not None and file_digest(fd_path, 'sha256') != expected:
+        expected = (line.get('checkpoint') or {}).get(kind)
+        if expected is None:  # save_epoch always records it: the line was edited
+            raise ValueError(f'{METRICS} records no checksum of the {kind} checkpoint of '
+                             f'epoch {epoch}, so {path} is not loaded')
+        if file_digest(fd_path, 'sha256') != expected:
             raise ValueError(f'checkpoint {path} is not the file epoch {epoch} saved (its '
                              f'SHA-256 differs from the one in {METRICS}): it was corrupted '
                              'or replaced, and is not loaded')

@@ -19,18 +19,14 @@ import mxnet as mx
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
+from .base import in_jupyter
+from .devices import as_contexts
+from .model import layers
+
 Contexts = Union[mx.Context, Sequence[mx.Context]]
 EpochStats = Dict[str, object]
 # Points of the finer history per epoch (running loss and accuracy within the epoch).
 POINTS_PER_EPOCH = 20
-
-
-def _as_list(ctx: Optional[Contexts]) -> List[mx.Context]:
-    if ctx is None:
-        return [mx.cpu()]
-    if isinstance(ctx, mx.Context):
-        return [ctx]
-    return list(ctx)
 
 
 def split_batch(X: nd.NDArray, y: nd.NDArray, ctxs: List[mx.Context]
@@ -59,9 +55,10 @@ def _total(sums: Iterable[nd.NDArray]) -> float:
     return sum(float(s.asscalar()) for s in sums)
 
 
-def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Contexts] = None) -> float:
+def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Contexts] = None
+                      ) -> float:
     """Fraction of correctly classified examples of ``data_iter`` (predict mode, no autograd)."""
-    ctxs = _as_list(ctx)
+    ctxs = as_contexts(ctx, default='cpu')
     correct = [nd.zeros((1,), ctx=c) for c in ctxs]
     n = 0
     for X, y in data_iter:
@@ -72,22 +69,6 @@ def evaluate_accuracy(data_iter: Iterable, net: gluon.Block, ctx: Optional[Conte
     if n == 0:
         raise ValueError('evaluate_accuracy got an empty data iterator')
     return _total(correct) / n
-
-
-def _sequential_layers(net: nn.Sequential) -> Optional[List[gluon.HybridBlock]]:
-    """The layers of a (nested) ``nn.Sequential`` in order, or None if one is not hybridizable."""
-    layers = []
-    for child in net._children.values():
-        if type(child) is nn.Sequential:
-            inner = _sequential_layers(child)
-            if inner is None:
-                return None
-            layers.extend(inner)
-        elif isinstance(child, gluon.HybridBlock):
-            layers.append(child)
-        else:
-            return None
-    return layers
 
 
 def as_static_graph(net: gluon.Block) -> gluon.Block:
@@ -104,24 +85,15 @@ def as_static_graph(net: gluon.Block) -> gluon.Block:
         if not getattr(net, '_active', False):  # MXNet 1.x has no public "is hybridized"
             net.hybridize(static_alloc=True, static_shape=True)
         return net
-    layers = _sequential_layers(net) if type(net) is nn.Sequential else None
-    if not layers:
+    leaves = layers(net) if type(net) is nn.Sequential else []
+    if not leaves or not all(isinstance(leaf, gluon.HybridBlock) for leaf in leaves):
         return net
     # The caller's prefix: no new name is drawn, so the names of blocks the reader
     # creates later (sequential2, ...) stay those of the book.
     view = nn.HybridSequential(prefix=net.prefix)
-    view.add(*layers)
+    view.add(*leaves)
     view.hybridize(static_alloc=True, static_shape=True)
     return view
-
-
-def in_jupyter() -> bool:
-    """Whether this code runs in a Jupyter kernel (live, or executed headless by nbclient)."""
-    zmqshell = sys.modules.get('ipykernel.zmqshell')  # loaded by every Jupyter kernel
-    if zmqshell is None:
-        return False
-    # Subclasses count too (Google Colab's shell is one).
-    return isinstance(sys.modules['IPython'].get_ipython(), zmqshell.ZMQInteractiveShell)
 
 
 def _progress_bar(total: Optional[int], epoch: int, enabled: bool):
@@ -298,7 +270,7 @@ def train(train_iter: Iterable, test_iter: Optional[Iterable], net: gluon.Block,
         batch is queued, which needs no extra device synchronisation.
     """
     print('training on', ctx)
-    ctxs = _as_list(ctx)
+    ctxs = as_contexts(ctx, default='cpu')
     model = as_static_graph(net) if hybridize else net
     total = getattr(train_iter, 'num_examples', None)
     num_batches = _num_batches(train_iter)  # None until an epoch has counted them

@@ -17,7 +17,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.model_zoo import model_store
 from mxnet.gluon.model_zoo.vision import get_vgg
 
-from .model import CONV_ARCHS, INITS, parse_arch, vgg
+from .model import CONV_ARCHS, build_net, layers, parse_arch
 
 # The paper (section 3.1) starts its deeper nets with the first four convolutions
 # and the last three fully connected layers of a trained net A.
@@ -29,16 +29,13 @@ def _convs_by_place(net: gluon.Block) -> Dict[Tuple[int, int], nn.Conv2D]:
     """Every convolution keyed by (block number, number within the block), in order."""
     places = {}
     for block_index, block in enumerate(net):
-        if isinstance(block, nn.Conv2D):
-            places[(block_index, 0)] = block
-        elif isinstance(block, (nn.Sequential, nn.HybridSequential)):
-            convs = [layer for layer in block if isinstance(layer, nn.Conv2D)]
-            places.update({(block_index, i): conv for i, conv in enumerate(convs)})
+        convs = [layer for layer in layers(block) if isinstance(layer, nn.Conv2D)]
+        places.update({(block_index, i): conv for i, conv in enumerate(convs)})
     return places
 
 
 def _denses(net: gluon.Block) -> List[nn.Dense]:
-    return [layer for layer in net if isinstance(layer, nn.Dense)]
+    return [layer for layer in layers(net) if isinstance(layer, nn.Dense)]
 
 
 def _copy(target: gluon.Block, source: gluon.Block) -> bool:
@@ -218,12 +215,10 @@ def from_model_zoo(name: str, params_file: Optional[str] = None, root: Optional[
     ValueError
         If the name is unknown, or the weights cannot be found, read or fitted.
     """
-    conv_arch, batch_norm = parse_arch(name)
+    parse_arch(name)  # an unknown name is told before the channels
     if channels not in (1, ZOO_CHANNELS):
         raise ValueError(f'channels must be 1 or 3, got {channels!r}')
-    ctx = ctx or [mx.cpu()]
-    net = vgg(conv_arch, num_outputs, batch_norm)
-    net.initialize(INITS['xavier'](), ctx=ctx)
-    net(nd.zeros((1, channels, resize, resize), ctx=ctx[0]))
+    # The zoo's networks are the paper's at full width: ratio 1.
+    net = build_net(name, 1, resize, num_outputs, ctx, channels)
     load_model_zoo_weights(net, name.lower(), params_file, root)
     return net

@@ -3,33 +3,35 @@ workers of a distributed job all call.
 
 :func:`fit` seeds, loads the data, builds the network and its trainer,
 restores a run it resumes, trains with :func:`vgg.train`, and saves every
-epoch into a run directory (:class:`vgg.Run`).  In a distributed job the
-rank policy lives here, in one place: worker 0 alone writes the run
-directory and prints; the other workers only read it to resume.
+epoch into a run directory (:class:`vgg.Run`).  In a distributed job
+worker 0 alone writes the run directory and says what it does (here), and
+alone tests the network, prints the epoch lines and reports each epoch
+(:func:`vgg.distributed.train_worker`); the other workers only read the run
+directory to resume.
 """
 from __future__ import annotations
 
 import gc
 import os
 import random
-from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .base import allocation_failure
 from .config import RunConfig
 from .data import load_data_fashion_mnist
-from .devices import environment, parse_ctx, try_gpu
+from .devices import CtxSpec, as_contexts, environment
 from .distributed import Worker, join, make_trainer, train_worker
 from .model import build_net
 from .optim import sgd_options
 from .plots import plot_history, save_figure
-from .runs import CURVES, Run, allocation_failure
+from .runs import CURVES, Run
 from .training import EpochStats
 from .transfer import init_from, load_model_zoo_weights
-
-CtxSpec = Union[None, str, mx.Context, Sequence[mx.Context]]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -98,22 +100,6 @@ def seed_everything(seed: int) -> None:
     mx.random.seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def contexts(ctx: CtxSpec = None) -> List[mx.Context]:
-    """``ctx`` as a list of contexts: None is :func:`vgg.try_gpu`, a string goes through
-    :func:`vgg.parse_ctx` ('cpu', 'gpu:0,1', ...)."""
-    if ctx is None:
-        return [try_gpu()]
-    if isinstance(ctx, str):
-        return parse_ctx(ctx)
-    if isinstance(ctx, mx.Context):
-        return [ctx]
-    ctxs = list(ctx) if isinstance(ctx, (list, tuple)) else []
-    if not ctxs or not all(isinstance(c, mx.Context) for c in ctxs):
-        raise ValueError(f'ctx must be a context, a list of contexts or a spec such as '
-                         f"'cpu' or 'gpu:0,1', got {ctx!r}")
-    return ctxs
 
 
 def _config(config: Union[None, RunConfig, Mapping[str, Any]], run: Optional[Run],
@@ -193,41 +179,60 @@ def fit(config: Union[None, RunConfig, Mapping[str, Any]] = None, out: Optional[
     if resume and run is None:
         raise ValueError('resume needs out, the run directory to continue')
     config = _config(config, run, resume)
-    ctxs = contexts(ctx)
+    ctxs = as_contexts(ctx, default='auto')
     worker = join(kvstore)
-    # Rank policy: worker 0 writes the run directory and prints; the other workers
-    # of a job read it only to resume (its checkpoint and configuration).
+    # Worker 0 writes the run directory and prints what it does with it; the other
+    # workers of a job read it only to resume (its checkpoint and configuration).
+    # What each worker does within an epoch is train_worker's.
     writer = run if worker.rank == 0 else None
+    state = _RunState(config, run, writer, worker, ctxs, resume, force)
     try:
         if writer is None:
-            return _train_run(config, run, None, worker, ctxs, resume, force, data_dir,
-                              progress, on_epoch_end, on_point)
+            return _train_run(state, data_dir, progress, on_epoch_end, on_point)
         writer.prepare('keep' if resume else 'overwrite' if force else 'refuse')
         with writer.lock():
-            return _train_run(config, run, writer, worker, ctxs, resume, force, data_dir,
-                              progress, on_epoch_end, on_point)
+            return _train_run(state, data_dir, progress, on_epoch_end, on_point)
     except (MemoryError, mx.base.MXNetError) as err:
         reason = allocation_failure(err)
         if reason is None:
             raise
+        # From the disk: the failure may come before the state read the run (or, with
+        # force, before the old run it would replace is cleared).
         saved = len(writer.history()) if writer is not None and writer.exists() else 0
         raise OutOfMemory(reason, config, writer, saved, resume) from None
 
 
-def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], worker: Worker,
-               ctxs: List[mx.Context], resume: bool, force: bool, data_dir: Optional[str],
-               progress: bool, on_epoch_end: Optional[Callable[[EpochStats], None]],
+@dataclass
+class _RunState:
+    """What one call of :func:`fit` trains: its settings, its run directory and its part in it."""
+
+    config: RunConfig
+    run: Optional[Run]  # the run directory, if any
+    writer: Optional[Run]  # the run directory on the worker that writes it, else None
+    worker: Worker
+    ctxs: List[mx.Context]
+    resume: bool
+    force: bool
+    # The run's finished epochs: read once (resuming) when the run is held, then each
+    # epoch is added once it is saved.
+    history: List[EpochStats] = field(default_factory=list)
+
+
+def _train_run(state: _RunState, data_dir: Optional[str], progress: bool,
+               on_epoch_end: Optional[Callable[[EpochStats], None]],
                on_point: Optional[Callable[[dict], None]]) -> List[EpochStats]:
     """The body of :func:`fit`, once the run directory (if this process writes it) is held."""
-    done = len(run.history()) if resume else 0
-    if resume and config.epochs < done:
-        raise ValueError(f'epochs {config.epochs} is fewer than the {done} epochs already done '
-                         f'in {run.path}')
+    config, run, writer = state.config, state.run, state.writer
+    worker, ctxs, resume, history = state.worker, state.ctxs, state.resume, state.history
+    if resume:
+        history.extend(run.history())
+        run.check_epochs(config.epochs, len(history))
+    done = len(history)
     if done >= config.epochs:
         if writer is not None:
             print(f'{run.path}: all {config.epochs} epochs are done; give more epochs '
                   '(vgg train --epochs N) to train on')
-        return run.history()
+        return history
     data_dir = data_dir or (run.data_dir() if resume else None)
     # A resumed run must not replay the first epochs' shuffling and dropout,
     # and each worker of a job shuffles its shard and drops units its own way.
@@ -256,18 +261,18 @@ def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], wor
             writer.update_config(config)
             writer.add_session(train_iter.data_dir, session)
         else:
-            if force:
+            if state.force:
                 writer.clear()
             writer.start(config, train_iter.data_dir, session)
-    history = run.history() if resume else []
 
     def epoch_end(stats: EpochStats) -> None:
-        history.append(stats)
         # Loss and accuracy can stay finite while weights are not (ReLU turns NaN into 0):
         # such an epoch is never saved as a good one.
         _check_finite(net, stats['epoch'], trainer.learning_rate)
         if writer is not None:
-            writer.save_epoch(net, trainer, history)
+            writer.save_epoch(net, trainer, history + [stats])
+        history.append(stats)  # saved: what Interrupted and FloatingPointError count
+        if writer is not None:
             save_figure(plot_history(history, title=os.path.basename(writer.path)),
                         writer.file(CURVES))
         if on_epoch_end is not None:
@@ -278,11 +283,11 @@ def _train_run(config: RunConfig, run: Optional[Run], writer: Optional[Run], wor
                      progress=progress, start_epoch=done, on_epoch_end=epoch_end,
                      on_point=on_point)
     except KeyboardInterrupt:
-        raise Interrupted(writer, len(run.history()) if writer else 0, config.epochs) from None
+        raise Interrupted(writer, len(history) if writer else 0, config.epochs) from None
     except FloatingPointError as err:
         if writer is None:
             raise
-        saved, way = len(writer.history()), ''
+        saved, way = len(history), ''
         if saved and config.lr_schedule == 'constant' and not config.warmup_epochs:
             way = (f'; resume from there with a lower learning rate: vgg train --resume --out '
                    f'{writer.path} --lr {config.lr / 10:g} (or fit(..., resume=True) with '
@@ -341,7 +346,7 @@ def load_net(run_dir: str, ctx: CtxSpec = None) -> gluon.HybridBlock:
 def load_net_epoch(run_dir: str, ctx: CtxSpec = None) -> Tuple[gluon.HybridBlock, int]:
     """:func:`load_net`'s network and the epoch it was saved after (a run that is training
     may have saved more by the time it is used)."""
-    run, ctxs = Run(run_dir), contexts(ctx)
+    run, ctxs = Run(run_dir), as_contexts(ctx, default='auto')
     config = run.config()
     # Every Gluon block is in a reference cycle (with its name scope), so a network the
     # caller dropped keeps its parameters until Python's cycle collector runs, and it runs

@@ -7,15 +7,16 @@ as :func:`vgg.vgg` or the book's AlexNet.
 """
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, nd
 from mxnet.gluon import Block, nn
+
+from .base import check_positive, mxnet_message
+from .model import layers
 
 __all__ = ['LayerRow', 'Summary', 'summary']
 
@@ -119,35 +120,6 @@ class Summary:
     def __str__(self) -> str:
         return self.to_text()
 
-    def to_dicts(self) -> List[Dict[str, Any]]:
-        """The rows as plain dicts of ints, strings and lists, ready for ``json.dumps``.
-
-        Returns
-        -------
-        list of dict
-            One dict per row with the keys of :class:`LayerRow`; ``output_shape``
-            is a list.
-        """
-        dicts = []
-        for row in self.rows:
-            entry = dataclasses.asdict(row)
-            entry['output_shape'] = list(row.output_shape)
-            dicts.append(entry)
-        return dicts
-
-    def to_dict(self) -> Dict[str, Any]:
-        """The whole summary as one plain dict: ``input_shape``, ``rows`` and the totals.
-
-        Returns
-        -------
-        dict
-            JSON-serialisable; ``rows`` is :meth:`to_dicts`.
-        """
-        return {'input_shape': list(self.input_shape), 'rows': self.to_dicts(),
-                'total_params': self.total_params, 'total_macs': self.total_macs,
-                'total_activation_bytes': self.total_activation_bytes,
-                'param_bytes': self.param_bytes}
-
 
 def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = None) -> Summary:
     """Run one forward pass through ``net``'s leaf layers and tabulate what each one does.
@@ -200,7 +172,7 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
     seen_params: Dict[int, mx.gluon.Parameter] = {}
     x = nd.zeros(input_shape, ctx=ctx, dtype='float32')
     with autograd.pause():
-        for layer in _leaves(net):
+        for layer in layers(net):
             in_shape = x.shape
             try:
                 x = layer(x)
@@ -233,23 +205,6 @@ def summary(net: Block, input_shape: Sequence[int], ctx: Optional[mx.Context] = 
         total_macs=sum(row.macs for row in rows),
         total_activation_bytes=sum(row.activation_bytes for row in rows),
         param_bytes=sum(_size(p.shape) * _itemsize(p.dtype) for p in unique))
-
-
-def mxnet_message(err: Exception) -> str:
-    """An MXNet error in one line: its last, without the C++ trace, time and source location."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    last = lines[-1] if lines else type(err).__name__
-    last = re.sub(r'^MXNetError: ', '', last)
-    return re.sub(r'\[[\d:]+\] \S+:\d+: ', '', last)
-
-
-def _leaves(block: Block) -> Iterator[Block]:
-    # HybridSequential is not a subclass of Sequential in MXNet 1.x, hence both.
-    if isinstance(block, (nn.Sequential, nn.HybridSequential)):
-        for index in range(len(block)):
-            yield from _leaves(block[index])
-    else:
-        yield block
 
 
 def _macs(layer: Block, in_shape: Tuple[int, ...], out_shape: Tuple[int, ...]) -> int:
@@ -294,10 +249,10 @@ def _check_shape(shape: Sequence[int]) -> Tuple[int, ...]:
     except TypeError:
         raise ValueError(f'input_shape must be a sequence of positive integers, '
                          f'got {shape!r}') from None
-    if not dims or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-                       for d in dims):
-        raise ValueError(f'input_shape must be a non-empty sequence of positive integers, '
-                         f'got {shape!r}')
+    if not dims:
+        raise ValueError('input_shape must hold at least one dimension')
+    for index, dim in enumerate(dims):
+        check_positive(f'input_shape[{index}]', dim, (int, np.integer))
     return tuple(int(d) for d in dims)
 
 
