@@ -280,9 +280,11 @@ def _run_notebook(page, lab, name: str):
     except Exception as err:
         raise AssertionError(f'{name}: the notebook or its kernel was not ready in '
                              f'{START_TIMEOUT} s: {state(page)}') from err
-    shown = state(page)
+    # JupyterLab adds the cells to the page a few at a time, after the kernel is ready.
+    shown = wait_until(page, lambda shown: len(shown['cells']) == len(sources), 60,
+                       lambda shown: f'{name}: {len(shown["cells"])} of {len(sources)} code '
+                                     'cells on the page')
     assert shown['kernel'] == 'Python 3', shown['kernel']
-    assert len(shown['cells']) == len(sources), (len(shown['cells']), len(sources))
 
     menu(page, 'Edit', 'editmenu:clear-all')
     wait_until(page, lambda shown: all(cell['prompt'] == '[ ]:' and not cell['outputs']

@@ -6,6 +6,7 @@ import html
 import os
 import pathlib
 import re
+import shutil
 
 import jupytext
 import nbformat
@@ -75,10 +76,16 @@ def check_rendered(nb, figures: int) -> str:
 
 
 def run_quick(name, kernel_name, data_dir, monkeypatch, tmp_path):
+    """Run notebooks/NAME in preview mode in a copy of notebooks/ (with the reference run), so
+    that the reader's run directories (../runs/) land in ``tmp_path``; returns the notebook."""
     monkeypatch.setenv('VGG_QUICK', '1')
     monkeypatch.setenv('VGG_DATA_DIR', data_dir)
-    return runner.execute(os.path.join(NOTEBOOKS, name), str(tmp_path / name), timeout=600,
-                   kernel_name=kernel_name)
+    copy = tmp_path / 'notebooks'
+    if not copy.exists():
+        shutil.copytree(NOTEBOOKS, copy,
+                        ignore=shutil.ignore_patterns('checkpoints', '.lock', '__pycache__'))
+    return runner.execute(str(copy / name), str(tmp_path / name), timeout=600,
+                          kernel_name=kernel_name)
 
 
 def record(run_dir):
@@ -87,17 +94,38 @@ def record(run_dir):
     return {name: path.read_bytes() if path.exists() else None for name, path in paths.items()}
 
 
+def comparison(text):
+    """The rows of the chapter notebook's table of the reader's run beside the reference run:
+    {epoch: (your loss, train acc, test acc, sec), (reference's ...)}, '-' where a run has none."""
+    rows = re.findall(r'^\s+(\d)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$',
+                      text, re.M)
+    return {int(row[0]): (row[1:5], row[5:]) for row in rows}
+
+
+def reference_cells(run_dir):
+    return {h['epoch']: ('%.4f' % h['loss'], '%.3f' % h['train_acc'], '%.3f' % h['test_acc'],
+                         '%.1f' % h['time']) for h in Run(run_dir).history()}
+
+
 @pytest.mark.slow
 def test_chapter_notebook_runs(kernel_name, real_data_dir, monkeypatch, tmp_path):
     before = os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb'))
-    saved_run = record(CHAPTER_RUN)
+    reference = tmp_path / 'notebooks' / 'results' / 'chapter'
     nb = run_quick('vgg.ipynb', kernel_name, real_data_dir, monkeypatch, tmp_path)
-    text = check_rendered(nb, figures=2)  # the learning curves, then the prediction grid
+    # the live learning curves, the reader's run beside the reference run, the predictions
+    text = check_rendered(nb, figures=3)
     assert 'output shape:\t (1, 64, 112, 112)' in text and 'output shape:\t (1, 1000)' in text
     assert 'training on' in text and re.search(r'epoch 1: 100%\|', text)
-    assert re.search(r'epoch 1: [\d.]+ sec, [\d.]+ training images/sec', text)
     assert os.path.getmtime(os.path.join(NOTEBOOKS, 'vgg.ipynb')) == before
-    assert record(CHAPTER_RUN) == saved_run  # quick mode never replaces the real run's record
+    # The reader's run went to its own folder; the reference run was read, never written.
+    assert Run(str(tmp_path / 'runs' / 'chapter-preview')).config().resize == 32
+    assert record(reference) == record(CHAPTER_RUN)
+    assert re.search(r'^your run +\.\./runs/chapter-preview \| resize 32 \| 384 training', text,
+                     re.M)
+    assert re.search(r'^reference run results/chapter \| resize 224 \| 60000 training', text, re.M)
+    rows = comparison(text)
+    assert [ref for _, ref in rows.values()] == list(reference_cells(CHAPTER_RUN).values())
+    assert rows[1][0][2] == EPOCH_LINE.search(text).group(2) and rows[2][0] == ('-',) * 4
 
 
 @pytest.mark.slow
@@ -124,18 +152,20 @@ def committed(name):
 
 def test_committed_chapter_notebook_holds_one_full_run():
     nb = committed('vgg.ipynb')
-    text = check_rendered(nb, figures=2)
+    text = check_rendered(nb, figures=3)
     epochs = EPOCH_LINE.findall(text)
     assert [epoch for epoch, _ in epochs] == ['1', '2', '3'], text[-2000:]
     assert float(epochs[-1][1]) > 0.1  # better than chance over 10 classes
-    assert 'resize: 224 | training images: 60000' in text and re.search(r'device: \w+\(\d\)', text)
-    # Its record is the run directory the notebook wrote: the chapter's settings, the same run.
+    # A reader's run of the chapter's settings, shown beside the reference run's record.
+    assert re.search(r'^your run +\.\./runs/chapter \| resize 224 \| 60000 training', text, re.M)
+    assert re.search(r'^reference run results/chapter \| resize 224 \| 60000 training', text, re.M)
+    rows = comparison(text)
+    assert [yours[2] for yours, _ in rows.values()] == [acc for _, acc in epochs]
+    assert [ref for _, ref in rows.values()] == list(reference_cells(CHAPTER_RUN).values())
     run = Run(CHAPTER_RUN)
     assert run.config() == RunConfig(arch='vgg11', ratio=4, resize=224, epochs=3,
                                      batch_size=128, lr=0.05, init='xavier', seed=0)
-    history = run.history()
-    assert ['%.3f' % h['test_acc'] for h in history] == [acc for _, acc in epochs]
-    assert all(len(h['points']) >= 10 for h in history)
+    assert all(len(h['points']) >= 10 for h in run.history())
 
 
 def test_committed_exercises_notebook_holds_its_full_run():
