@@ -21,7 +21,7 @@ QUICK = {'resize': 32, 'ratio': 16, 'batch_size': 8, 'epochs': 1, 'seed': 0}
 
 
 def test_fit_trains_exactly_as_the_chapters_code(fashion_dir):
-    # The chapter's steps written out (as the notebooks used to): same seed, same numbers.
+    # The chapter's training steps written out by hand: same seed, same numbers as fit.
     mx.random.seed(0)
     net = vgg.vgg(vgg.narrow(vgg.VGG11, 16), 10)
     net.initialize(init.Xavier(), ctx=mx.cpu())
@@ -275,8 +275,9 @@ def test_load_net_in_a_loop_keeps_memory_bounded(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     sizes = [int(size) for size in result.stdout.split()]
-    # Each call used to keep 130 to 200 MB more until the cycle collector happened to run
-    # (0.5 to 1.3 GB over 10 calls): now the 10th call holds what the 2nd did.
+    # Without load_net's waits and collection, each call keeps 130 to 200 MB more until the
+    # cycle collector happens to run (0.5 to 1.3 GB over 10 calls); the 10th call must hold
+    # what the 2nd did.
     assert max(sizes[1:]) - sizes[1] < 60, sizes
 
 
