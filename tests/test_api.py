@@ -49,7 +49,8 @@ def test_every_module_of_the_package_is_in_the_readmes_module_table():
 
 
 def test_no_public_name_hides_a_submodule():
-    # `from .fit import fit` once made `import vgg.fit as m` give the function, not the module.
+    # A function named like its module (`from .fit import fit`) makes `import vgg.fit as m` give
+    # the function, so the module's other names (its exceptions) cannot be reached.
     submodules = {os.path.basename(path)[:-3]
                   for path in glob.glob(os.path.join(REPO, 'vgg', '*.py'))}
     assert not submodules & set(vgg.__all__)
