@@ -418,11 +418,11 @@ def test_exercises_notebook_in_jupyterlab(page, lab, tmp_path, capsys):
     sources, shown, seconds = run_notebook(page, lab, 'vgg-exercises.ipynb')
     text = check_page('vgg-exercises.ipynb', sources, shown, {
         'LiveCurves(': 2,  # the two sizes are trained in preview, each with its live curves
-        'plt.subplots(1, 2': 1})  # exercise 3's comparison
+        'plot_histories(deep_histories': 1})
     assert 'Total' in text and 'VGG-11 / AlexNet: params' in text  # exercise 1's tables
     assert re.search(r'VGG-16 \(D\)\s+138,357,544\s+138', text)  # exercise 3 against the paper
     for resize in (32, 64):
-        assert re.search(r'^\s+%d\s+%d x %d\s+\d\.\d{3}.*this notebook$'
+        assert re.search(r'^\s+%d\s+%d x %d\s+\d\.\d{3}.*trained in this notebook$'
                          % (resize, resize // 32, resize // 32), text, re.M), text[-3000:]
     # two resizes, then four VGG-16 and two VGG-19 variants of two epochs
     assert len(EPOCH_LINE.findall(text)) == 2 + 6 * 2, text[-3000:]
